@@ -1,0 +1,33 @@
+"""Opponent pools (SPEC §3): the train, exploit, collusive and held-out pools of a game.
+
+Every domain module in this package builds one :class:`Pools` from its strategies. The
+catalogue holds every named strategy of the game (pool members, demonstrators, extras),
+which is what ``scripted:NAME`` and ``--opponent NAME`` look up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sepo.core.types import Strategy
+
+POOL_NAMES = ("train", "exploit", "collusive", "heldout")
+
+
+@dataclass(frozen=True)
+class Pools:
+    """The opponent pools of one game."""
+
+    train: tuple[Strategy, ...]
+    exploit: tuple[Strategy, ...]
+    collusive: tuple[Strategy, ...]
+    heldout: tuple[Strategy, ...]
+    catalogue: Mapping[str, Strategy]
+    """Every named strategy of the game, keyed by snake_case name."""
+
+    def pool(self, name: str) -> tuple[Strategy, ...]:
+        if name not in POOL_NAMES:
+            raise KeyError(f"unknown pool {name!r}; pools are {', '.join(POOL_NAMES)}")
+        pool: tuple[Strategy, ...] = getattr(self, name)
+        return pool
