@@ -7,10 +7,11 @@ which is what ``scripted:NAME`` and ``--opponent NAME`` look up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sepo.core.types import Strategy
+from sepo.core.types import Action, Strategy, View
 
 POOL_NAMES = ("train", "exploit", "collusive", "heldout")
 
@@ -31,3 +32,25 @@ class Pools:
             raise KeyError(f"unknown pool {name!r}; pools are {', '.join(POOL_NAMES)}")
         pool: tuple[Strategy, ...] = getattr(self, name)
         return pool
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """A named strategy from a plain function of (view, rng): the usual way to write one."""
+
+    name: str
+    fn: Callable[[View, random.Random], Action]
+    doc: str = ""
+
+    def act(self, view: View, rng: random.Random) -> Action:
+        return self.fn(view, rng)
+
+
+def catalogue(*strategies: Strategy) -> dict[str, Strategy]:
+    """Name → strategy, rejecting duplicate names with different behaviour."""
+    out: dict[str, Strategy] = {}
+    for s in strategies:
+        if s.name in out and out[s.name] is not s:
+            raise ValueError(f"two different strategies are named {s.name!r}")
+        out[s.name] = s
+    return out

@@ -45,6 +45,8 @@ class DecisionRequest:
     turn: int
     """0-based index of the agent's decision within its episode."""
     game: str
+    seed: int
+    """The episode's seed (scripted policies derive their RNG from it)."""
     view: View
     messages: tuple[Message, ...]
     """The chat conversation to answer: system prompt (rules, output format), then the

@@ -1,0 +1,171 @@
+"""Shared machinery for the five domains: the repeated simultaneous-move state machine and
+the text helpers every renderer uses.
+
+A repeated simultaneous game (ipd, auction, negotiation, negotiation_v2) runs
+``rounds`` independent rounds. Each round opens with zero or more explicit chance events
+(private values, item pools, a tie-breaking coin), then both players act at once, then
+the round resolves into a :class:`~sepo.core.types.RoundOutcome`. Subclasses supply the
+chance events, the legal actions, the resolution and the private information of a view.
+Kuhn poker, whose hands are sequential, has its own state class in ``kuhn.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sepo.core.types import Action, GameFacts, ParseResult, RoundOutcome, View
+from sepo.games.text import OUTPUT_FORMAT, format_action, parse_action
+
+
+class GameError(ValueError):
+    """An illegal move or a call in the wrong phase: a bug in the caller, not model output."""
+
+
+class RepeatedSimultaneousState(ABC):
+    """State machine of a repeated two-player simultaneous-move game."""
+
+    def __init__(self, facts: GameFacts) -> None:
+        self.facts = facts
+        self._round = 0
+        self._history: list[RoundOutcome] = []
+        self._scores = [0.0, 0.0]
+        self._chance: dict[str, Any] = {}
+        self._pending: list[str] = self._chance_events(0)
+
+    # -- hooks --------------------------------------------------------------------------
+    @abstractmethod
+    def _chance_events(self, round_index: int) -> list[str]:
+        """Names of the chance events that open ``round_index`` (in order)."""
+
+    def _chance_event_outcomes(self, event: str) -> list[tuple[object, float]]:
+        raise GameError(f"{self.facts.name} has no chance event {event!r}")
+
+    @abstractmethod
+    def _legal(self, player: int) -> tuple[Action, ...]: ...
+
+    @abstractmethod
+    def _resolve(self, a0: Action, a1: Action) -> RoundOutcome: ...
+
+    def _private(self, player: int) -> dict[str, Any]:
+        """Fields of :class:`View` that carry ``player``'s private information."""
+        return {}
+
+    # -- State protocol -------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        return self._round
+
+    @property
+    def history(self) -> Sequence[RoundOutcome]:
+        return self._history
+
+    def is_terminal(self) -> bool:
+        return self._round >= self.facts.rounds
+
+    def is_chance(self) -> bool:
+        return not self.is_terminal() and bool(self._pending)
+
+    def chance_outcomes(self) -> list[tuple[object, float]]:
+        if not self.is_chance():
+            raise GameError("not a chance node")
+        return self._chance_event_outcomes(self._pending[0])
+
+    def apply_chance(self, outcome: object) -> None:
+        if not self.is_chance():
+            raise GameError("not a chance node")
+        event = self._pending[0]
+        if outcome not in {o for o, _ in self._chance_event_outcomes(event)}:
+            raise GameError(f"{outcome!r} is not an outcome of chance event {event!r}")
+        self._chance[event] = outcome
+        self._pending.pop(0)
+
+    def to_move(self) -> tuple[int, ...]:
+        if self.is_terminal() or self.is_chance():
+            return ()
+        return (0, 1)
+
+    def legal_actions(self, player: int) -> tuple[Action, ...]:
+        if player not in self.to_move():
+            return ()
+        return self._legal(player)
+
+    def apply_actions(self, actions: Mapping[int, Action]) -> None:
+        if self.is_terminal() or self.is_chance():
+            raise GameError("no player may act now")
+        if set(actions) != {0, 1}:
+            raise GameError("both players must act in a simultaneous round")
+        for p in (0, 1):
+            if actions[p] not in self._legal(p):
+                raise GameError(f"illegal action {actions[p]!r} for player {p}")
+        outcome = self._resolve(actions[0], actions[1])
+        self._history.append(outcome)
+        self._scores[0] += outcome.payoffs[0]
+        self._scores[1] += outcome.payoffs[1]
+        self._round += 1
+        self._chance = {k: v for k, v in self._chance.items() if k.startswith("episode_")}
+        if not self.is_terminal():
+            self._pending = self._chance_events(self._round)
+
+    def view(self, player: int) -> View:
+        return View(
+            game=self.facts.name,
+            player=player,
+            round=self._round,
+            rounds=self.facts.rounds,
+            history=tuple(self._history),
+            legal=self.legal_actions(player),
+            scores=(self._scores[0], self._scores[1]),
+            **self._private(player),
+        )
+
+    def returns(self) -> tuple[float, float]:
+        return (self._scores[0], self._scores[1])
+
+    def clone(self) -> RepeatedSimultaneousState:
+        new = copy.copy(self)
+        new._history = list(self._history)
+        new._scores = list(self._scores)
+        new._chance = dict(self._chance)
+        new._pending = list(self._pending)
+        return new
+
+
+class TextGame:
+    """Text-layer defaults shared by the games: parsing, action formatting, prompts."""
+
+    facts: GameFacts
+
+    def format_action(self, action: Action) -> str:
+        return format_action(action)
+
+    def parse(self, text: object, legal: Sequence[Action] | None = None) -> ParseResult:
+        return parse_action(
+            text,
+            self.facts.action_kind,
+            self.facts.action_words,
+            legal if legal is not None else self.all_actions(),
+        )
+
+    def all_actions(self) -> tuple[Action, ...]:
+        """Every action the game can ever take (the parser's default legal set)."""
+        return tuple(self.facts.action_words)
+
+    def system_prompt(self) -> str:
+        """Rules of the game, sent as the system message of every decision."""
+        return f"You are playing {self.facts.title}. {self.facts.description}"
+
+    def format_footer(self, view: View) -> str:
+        options = ", ".join(self.format_action(a) for a in view.legal)
+        return OUTPUT_FORMAT.format(options=options)
+
+
+def fmt_num(x: float) -> str:
+    """Compact number text for observations: ``3`` not ``3.0``, at most two decimals."""
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def scores_line(view: View) -> str:
+    return f"Scores so far: you {fmt_num(view.my_score)}, opponent {fmt_num(view.their_score)}."

@@ -1,0 +1,107 @@
+"""Iterated Prisoner's Dilemma (SPEC §2): 8 simultaneous rounds of COOPERATE/DEFECT with
+T=5, R=3, P=1, S=0 (Axelrod 1984's payoffs). No chance, no private information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sepo.core.types import Action, GameFacts, RoundOutcome, View
+from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num, scores_line
+from sepo.games.registry import register_game
+
+COOPERATE = "COOPERATE"
+DEFECT = "DEFECT"
+
+
+@dataclass(frozen=True)
+class IPDPayoffs:
+    """Payoff to the row player: temptation, reward, punishment, sucker (T > R > P > S)."""
+
+    temptation: float = 5.0
+    reward: float = 3.0
+    punishment: float = 1.0
+    sucker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.temptation > self.reward > self.punishment > self.sucker:
+            raise ValueError("IPD payoffs need T > R > P > S")
+
+    def pair(self, a0: Action, a1: Action) -> tuple[float, float]:
+        table = {
+            (COOPERATE, COOPERATE): (self.reward, self.reward),
+            (COOPERATE, DEFECT): (self.sucker, self.temptation),
+            (DEFECT, COOPERATE): (self.temptation, self.sucker),
+            (DEFECT, DEFECT): (self.punishment, self.punishment),
+        }
+        return table[(str(a0), str(a1))]
+
+
+class IPDState(RepeatedSimultaneousState):
+    def __init__(self, game: IPD) -> None:
+        self.payoffs = game.payoffs
+        super().__init__(game.facts)
+
+    def _chance_events(self, round_index: int) -> list[str]:
+        return []
+
+    def _legal(self, player: int) -> tuple[Action, ...]:
+        return (COOPERATE, DEFECT)
+
+    def _resolve(self, a0: Action, a1: Action) -> RoundOutcome:
+        return RoundOutcome(self._round, ((0, a0), (1, a1)), self.payoffs.pair(a0, a1))
+
+
+class IPD(TextGame):
+    """The iterated prisoner's dilemma."""
+
+    def __init__(self, rounds: int = 8, payoffs: IPDPayoffs | None = None) -> None:
+        if rounds < 1:
+            raise GameError("rounds must be >= 1")
+        self.payoffs = payoffs or IPDPayoffs()
+        p = self.payoffs
+        self.facts = GameFacts(
+            name="ipd",
+            title="the Iterated Prisoner's Dilemma",
+            rounds=rounds,
+            max_payoff=p.reward,
+            payoff_bounds=(p.sucker, p.temptation),
+            zero_sum=False,
+            simultaneous=True,
+            action_kind="word",
+            action_words=(COOPERATE, DEFECT),
+            description=(
+                f"Each of {rounds} rounds, you and your opponent choose COOPERATE or DEFECT "
+                f"at the same time. Both cooperate: {fmt_num(p.reward)} each. Both defect: "
+                f"{fmt_num(p.punishment)} each. If one defects and the other cooperates, the "
+                f"defector gets {fmt_num(p.temptation)} and the cooperator "
+                f"{fmt_num(p.sucker)}."
+            ),
+        )
+
+    def new_state(self) -> IPDState:
+        return IPDState(self)
+
+    def render(self, view: View) -> str:
+        lines = [f"Round {view.round + 1} of {view.rounds}."]
+        if view.history:
+            lines.append("History:")
+            for r in view.history:
+                me, them = r.action_of(view.player), r.action_of(view.opponent)
+                pm, pt = r.payoffs[view.player], r.payoffs[view.opponent]
+                lines.append(
+                    f"- Round {r.round + 1}: you {me}, opponent {them} "
+                    f"(you {fmt_num(pm)}, opponent {fmt_num(pt)})"
+                )
+        else:
+            lines.append("No rounds played yet.")
+        lines.append(scores_line(view))
+        lines.append(self.format_footer(view))
+        return "\n".join(lines)
+
+    def default_action(self, view: View) -> Action:
+        """COOPERATE: the default must not turn a parse failure into exploitation."""
+        return COOPERATE
+
+
+register_game("ipd", IPD)

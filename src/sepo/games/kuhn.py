@@ -1,0 +1,230 @@
+"""Kuhn poker, repeated (SPEC §2; Kuhn 1950; OpenSpiel's ``kuhn_poker``): 6 hands; deck
+J < Q < K; each hand chance deals one card to each player (6 equally likely deals), both
+ante 1, and the first actor (player 0 in even hands, player 1 in odd hands) may PASS or
+BET 1; facing a bet a player may CALL or FOLD; after PASS the other may PASS (showdown
+for 1) or BET. Showdowns go to the higher card. Zero-sum.
+
+Betting is recorded as OpenSpiel-style letters: ``p`` = pass/check/fold, ``b`` = bet/call,
+so the information set of a player is its card plus those letters (``"Kpb"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping, Sequence
+
+from sepo.core.types import Action, GameFacts, RoundOutcome, View
+from sepo.games.base import GameError, TextGame, fmt_num, scores_line
+from sepo.games.registry import register_game
+
+CARDS = ("J", "Q", "K")
+RANK = {c: i for i, c in enumerate(CARDS)}
+DEALS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(CARDS, 2))  # type: ignore[arg-type]
+TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
+
+
+def facing_bet(betting: str) -> bool:
+    """Whether the player to act faces a bet after ``betting``."""
+    return betting in ("b", "pb")
+
+
+def action_words(betting: str) -> tuple[str, str]:
+    """(passive, aggressive) words available after ``betting``."""
+    return ("FOLD", "CALL") if facing_bet(betting) else ("PASS", "BET")
+
+
+def letter_to_word(betting_before: str, letter: str) -> str:
+    passive, aggressive = action_words(betting_before)
+    return aggressive if letter == "b" else passive
+
+
+def hand_payoff_first_actor(betting: str, first_card: str, second_card: str) -> float:
+    """Payoff of the first actor at a terminal betting sequence."""
+    if betting == "bp":
+        return 1.0
+    if betting == "pbp":
+        return -1.0
+    stake = 1.0 if betting == "pp" else 2.0
+    return stake if RANK[first_card] > RANK[second_card] else -stake
+
+
+class KuhnState:
+    """A repeated Kuhn poker episode."""
+
+    def __init__(self, game: Kuhn) -> None:
+        self.facts = game.facts
+        self._round = 0
+        self._history: list[RoundOutcome] = []
+        self._scores = [0.0, 0.0]
+        self._cards: tuple[str, str] | None = None  # by absolute player
+        self._betting = ""
+        self._actions: list[tuple[int, Action]] = []
+
+    @property
+    def round(self) -> int:
+        return self._round
+
+    @property
+    def history(self) -> Sequence[RoundOutcome]:
+        return self._history
+
+    def first_actor(self, hand: int | None = None) -> int:
+        return (self._round if hand is None else hand) % 2
+
+    def is_terminal(self) -> bool:
+        return self._round >= self.facts.rounds
+
+    def is_chance(self) -> bool:
+        return not self.is_terminal() and self._cards is None
+
+    def chance_outcomes(self) -> list[tuple[object, float]]:
+        if not self.is_chance():
+            raise GameError("not a chance node")
+        return [(deal, 1.0 / len(DEALS)) for deal in DEALS]
+
+    def apply_chance(self, outcome: object) -> None:
+        if not self.is_chance() or outcome not in DEALS:
+            raise GameError(f"{outcome!r} is not a legal deal now")
+        self._cards = outcome  # type: ignore[assignment]
+
+    def to_move(self) -> tuple[int, ...]:
+        if self.is_terminal() or self.is_chance():
+            return ()
+        first = self.first_actor()
+        return (first if len(self._betting) % 2 == 0 else 1 - first,)
+
+    def legal_actions(self, player: int) -> tuple[Action, ...]:
+        if player not in self.to_move():
+            return ()
+        return action_words(self._betting)
+
+    def apply_actions(self, actions: Mapping[int, Action]) -> None:
+        movers = self.to_move()
+        if not movers or set(actions) != set(movers):
+            raise GameError("exactly the player to move must act")
+        player = movers[0]
+        action = actions[player]
+        passive, aggressive = action_words(self._betting)
+        if action not in (passive, aggressive):
+            raise GameError(f"illegal action {action!r} for player {player}")
+        self._betting += "b" if action == aggressive else "p"
+        self._actions.append((player, action))
+        if self._betting in TERMINAL:
+            self._finish_hand()
+
+    def _finish_hand(self) -> None:
+        assert self._cards is not None
+        first = self.first_actor()
+        c_first, c_second = self._cards[first], self._cards[1 - first]
+        v = hand_payoff_first_actor(self._betting, c_first, c_second)
+        pay = [0.0, 0.0]
+        pay[first], pay[1 - first] = v, -v
+        showdown = self._betting in ("pp", "bb", "pbb")
+        self._history.append(
+            RoundOutcome(
+                self._round,
+                tuple(self._actions),
+                (pay[0], pay[1]),
+                winner=0 if pay[0] > 0 else 1,
+                reveal=self._cards if showdown else None,
+            )
+        )
+        self._scores[0] += pay[0]
+        self._scores[1] += pay[1]
+        self._round += 1
+        self._cards = None
+        self._betting = ""
+        self._actions = []
+
+    def view(self, player: int) -> View:
+        return View(
+            game="kuhn",
+            player=player,
+            round=self._round,
+            rounds=self.facts.rounds,
+            history=tuple(self._history),
+            legal=self.legal_actions(player),
+            scores=(self._scores[0], self._scores[1]),
+            card=self._cards[player] if self._cards else None,
+            betting=self._betting,
+            first_actor=(self.first_actor() == player) if not self.is_terminal() else None,
+        )
+
+    def returns(self) -> tuple[float, float]:
+        return (self._scores[0], self._scores[1])
+
+    def clone(self) -> KuhnState:
+        new = copy.copy(self)
+        new._history = list(self._history)
+        new._scores = list(self._scores)
+        new._actions = list(self._actions)
+        return new
+
+
+class Kuhn(TextGame):
+    """Repeated Kuhn poker with alternating first actor."""
+
+    def __init__(self, rounds: int = 6) -> None:
+        if rounds < 1:
+            raise GameError("kuhn needs rounds >= 1")
+        self.facts = GameFacts(
+            name="kuhn",
+            title="Kuhn poker",
+            rounds=rounds,
+            max_payoff=2.0,
+            payoff_bounds=(-2.0, 2.0),
+            zero_sum=True,
+            simultaneous=False,
+            action_kind="word",
+            action_words=("PASS", "BET", "CALL", "FOLD"),
+            description=(
+                f"You play {rounds} hands. The deck has three cards, J < Q < K; each hand "
+                "you and your opponent get one card each and put 1 chip in the pot. The "
+                "first player to act (this alternates every hand) may PASS or BET 1 chip. "
+                "Facing a bet, a player may CALL (add 1 chip) or FOLD (give up the pot). "
+                "After a PASS the other player may PASS too or BET. If nobody folds, the "
+                "higher card wins the pot."
+            ),
+        )
+
+    def new_state(self) -> KuhnState:
+        return KuhnState(self)
+
+    @staticmethod
+    def describe_hand(r: RoundOutcome, player: int) -> str:
+        """One line about a finished hand, from ``player``'s point of view."""
+        moves = ", ".join(
+            f"{'you' if p == player else 'opponent'} {a}" for p, a in r.actions
+        )
+        result = f"you {'won' if r.payoffs[player] > 0 else 'lost'} {fmt_num(abs(r.payoffs[player]))}"
+        cards = ""
+        if r.reveal is not None:
+            cards = f"; showdown: your {r.reveal[player]} vs their {r.reveal[1 - player]}"
+        return f"- Hand {r.round + 1}: {moves}; {result}{cards}"
+
+    def render(self, view: View) -> str:
+        lines = [f"Hand {view.round + 1} of {view.rounds}. Your card: {view.card}."]
+        lines.append(
+            "You act first this hand." if view.first_actor else "Your opponent acts first this hand."
+        )
+        if view.betting:
+            first = view.player if view.first_actor else view.opponent
+            seq, order = [], [first, 1 - first]
+            for i, letter in enumerate(view.betting):
+                who = "you" if order[i % 2] == view.player else "opponent"
+                seq.append(f"{who} {letter_to_word(view.betting[:i], letter)}")
+            lines.append("This hand so far: " + ", ".join(seq) + ".")
+        if view.history:
+            lines.append("Previous hands:")
+            lines.extend(self.describe_hand(r, view.player) for r in view.history)
+        lines.append(scores_line(view))
+        lines.append(self.format_footer(view))
+        return "\n".join(lines)
+
+    def default_action(self, view: View) -> Action:
+        """Check when checking is free, otherwise fold (the passive action)."""
+        return "FOLD" if facing_bet(view.betting) else "PASS"
+
+
+register_game("kuhn", Kuhn)

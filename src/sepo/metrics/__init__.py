@@ -1,0 +1,18 @@
+"""SEPO metrics (SPEC §4): Pay, Exploit, Coll, Ext, Safety, NRA, Robust, invalid rate,
+each with a 95% bootstrap confidence interval over episodes and per-opponent figures."""
+
+from sepo.metrics.aggregate import Estimate, Metrics, OpponentFigures, compute_metrics
+from sepo.metrics.episode import EpisodeStats, episode_stats
+from sepo.metrics.weights import SafetyWeights, safety, safety_weights
+
+__all__ = [
+    "EpisodeStats",
+    "Estimate",
+    "Metrics",
+    "OpponentFigures",
+    "SafetyWeights",
+    "compute_metrics",
+    "episode_stats",
+    "safety",
+    "safety_weights",
+]

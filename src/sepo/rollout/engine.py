@@ -1,0 +1,181 @@
+"""The batched rollout engine: many episodes advance in lockstep, and at each step every
+pending agent decision goes to the policy as one batch.
+
+For each episode the engine samples chance from ``Random(f"chance:{seed}")`` and the
+opponent's moves from ``Random(f"opponent:{seed}")``, so the same seed gives the same
+deals and values whatever the opponent or the batch (common random numbers across
+opponents), and the same transcript whenever the policy is deterministic under its own
+seed. The agent is always player 0.
+
+Invalid answers go through the fallback ladder (SPEC §2): the policy's own recovery
+(constrained choice or re-prompt), then the game's documented default action. Each turn
+records what happened.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
+from sepo.core.types import Action, Game, State, Strategy
+from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Recovery
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to play: the game, the opponent (and its pool), the seed."""
+
+    game: Game
+    opponent: Strategy
+    pool: str
+    seed: int
+
+
+@dataclass
+class _Live:
+    spec: EpisodeSpec
+    state: State
+    chance_rng: random.Random
+    opponent_rng: random.Random
+    turns: list[TurnRecord] = field(default_factory=list)
+
+
+def sample_chance(state: State, rng: random.Random) -> None:
+    """Resolve every pending chance event of ``state`` by sampling with ``rng``."""
+    while state.is_chance():
+        outcomes = state.chance_outcomes()
+        r, acc = rng.random(), 0.0
+        chosen = outcomes[-1][0]
+        for outcome, prob in outcomes:
+            acc += prob
+            if r < acc:
+                chosen = outcome
+                break
+        state.apply_chance(chosen)
+
+
+def _advance(live: _Live) -> bool:
+    """Play chance and opponent-only moves until the agent must act; False when over."""
+    state = live.state
+    while True:
+        sample_chance(state, live.chance_rng)
+        if state.is_terminal():
+            return False
+        movers = state.to_move()
+        if AGENT in movers:
+            return True
+        view = state.view(OPPONENT)
+        state.apply_actions({OPPONENT: live.spec.opponent.act(view, live.opponent_rng)})
+
+
+def run_episodes(
+    specs: Sequence[EpisodeSpec],
+    policy: AgentPolicy,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[EpisodeRecord]:
+    """Play every spec against ``policy``; results in the order of ``specs``.
+
+    ``on_step(finished, total)`` is called after each batched step (for progress bars).
+    """
+    lives = [
+        _Live(
+            spec=s,
+            state=s.game.new_state(),
+            chance_rng=random.Random(f"chance:{s.seed}"),
+            opponent_rng=random.Random(f"opponent:{s.seed}"),
+        )
+        for s in specs
+    ]
+    pending = [i for i, live in enumerate(lives) if _advance(live)]
+    while pending:
+        requests = [_request(i, lives[i]) for i in pending]
+        texts = policy.respond(requests)
+        if len(texts) != len(requests):
+            raise RuntimeError(f"policy {policy.name} answered {len(texts)} of {len(requests)}")
+        parsed = [
+            lives[i].spec.game.parse(t, req.view.legal)
+            for i, t, req in zip(pending, texts, requests, strict=True)
+        ]
+        bad = [k for k, p in enumerate(parsed) if not p.valid]
+        recoveries: dict[int, Recovery] = {}
+        if bad:
+            answers = policy.recover([requests[k] for k in bad], [texts[k] for k in bad])
+            recoveries = dict(zip(bad, answers, strict=True))
+        still = []
+        for k, i in enumerate(pending):
+            live, req = lives[i], requests[k]
+            action, fallback, recovery_raw = _resolve_action(live, req, parsed[k].action, recoveries.get(k))
+            view = req.view
+            live.turns.append(
+                TurnRecord(
+                    round=view.round,
+                    observation=req.messages[-1]["content"],
+                    raw=texts[k] if isinstance(texts[k], str) else repr(texts[k]),
+                    parsed=parsed[k].action,
+                    action=action,
+                    fallback=fallback,
+                    recovery_raw=recovery_raw,
+                    legal=view.legal,
+                    betting=view.betting,
+                    card=view.card,
+                )
+            )
+            moves: dict[int, Action] = {AGENT: action}
+            if OPPONENT in live.state.to_move():
+                opp_view = live.state.view(OPPONENT)
+                moves[OPPONENT] = live.spec.opponent.act(opp_view, live.opponent_rng)
+            live.state.apply_actions(moves)
+            if _advance(live):
+                still.append(i)
+        pending = still
+        if on_step is not None:
+            on_step(len(lives) - len(pending), len(lives))
+    return [
+        EpisodeRecord(
+            game=live.spec.game.facts.name,
+            opponent=live.spec.opponent.name,
+            pool=live.spec.pool,
+            seed=live.spec.seed,
+            rounds=tuple(live.state.history),
+            turns=tuple(live.turns),
+            policy=policy.name,
+        )
+        for live in lives
+    ]
+
+
+def _request(index: int, live: _Live) -> DecisionRequest:
+    game = live.spec.game
+    view = live.state.view(AGENT)
+    return DecisionRequest(
+        episode=index,
+        turn=len(live.turns),
+        game=game.facts.name,
+        seed=live.spec.seed,
+        view=view,
+        messages=(
+            {"role": "system", "content": game.system_prompt()},
+            {"role": "user", "content": game.render(view)},
+        ),
+        legal_texts=tuple(game.format_action(a) for a in view.legal),
+    )
+
+
+def _resolve_action(
+    live: _Live, req: DecisionRequest, parsed: Action | None, recovery: Recovery | None
+) -> tuple[Action, str, str | None]:
+    """The action to play and which rung of the fallback ladder produced it."""
+    if parsed is not None:
+        return parsed, "none", None
+    game, legal = live.spec.game, req.view.legal
+    if recovery is not None:
+        if recovery.chosen is not None and recovery.chosen in legal:
+            return recovery.chosen, recovery.kind, recovery.text
+        if recovery.text is not None:
+            second = game.parse(recovery.text, legal)
+            if second.action is not None:
+                return second.action, recovery.kind, recovery.text
+    return game.default_action(req.view), "default", recovery.text if recovery else None
