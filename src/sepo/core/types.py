@@ -158,7 +158,8 @@ class Strategy(Protocol):
     view and RNG state give the same action (same seed, same transcript).
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def act(self, view: View, rng: random.Random) -> Action: ...
 

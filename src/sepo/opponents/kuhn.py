@@ -24,7 +24,7 @@ from sepo.core.types import Strategy
 from sepo.exact.kuhn import INFOSETS, KuhnStrategy
 from sepo.opponents.base import Pools
 
-__all__ = ["POOLS", "STRATEGIES"]
+__all__ = ["DEMONSTRATORS", "POOLS", "STRATEGIES"]
 
 
 def _pure(name: str, *aggressive: str) -> KuhnStrategy:
@@ -96,3 +96,12 @@ POOLS = Pools(
     catalogue=_CATALOGUE,
 )
 """The Kuhn opponent pools (SPEC §3); ``catalogue`` is :data:`STRATEGIES`."""
+
+DEMONSTRATORS: tuple[tuple[str, float], ...] = (
+    ("nash_approx", 0.45),
+    ("tight_value", 0.25),
+    ("pot_control", 0.20),
+    ("random_legal", 0.08),
+    ("always_pass_q", 0.02),
+)
+"""The Kuhn SFT demonstrator mixture (SPEC §5): (strategy name, sampling weight)."""
