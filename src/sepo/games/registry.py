@@ -33,6 +33,11 @@ def make_game(name: str, **params: Any) -> Game:
     return _REGISTRY[name](**params)
 
 
+#: The SPEC's order of the five domains; games registered by users come after them.
+_CANONICAL_ORDER = ("ipd", "auction", "negotiation", "negotiation_v2", "kuhn")
+
+
 def game_names() -> list[str]:
-    """Registered game names in registration order."""
-    return list(_REGISTRY)
+    """Registered game names: the five domains in SPEC order, then any others."""
+    rank = {name: i for i, name in enumerate(_CANONICAL_ORDER)}
+    return sorted(_REGISTRY, key=lambda n: (rank.get(n, len(rank)), n))

@@ -1,11 +1,13 @@
 """SEPO metrics (SPEC §4): Pay, Exploit, Coll, Ext, Safety, NRA, Robust, invalid rate,
 each with a 95% bootstrap confidence interval over episodes and per-opponent figures."""
 
+from sepo.metrics.aggregate import HEADLINE as HEADLINE_KEYS
 from sepo.metrics.aggregate import Estimate, Metrics, OpponentFigures, compute_metrics
 from sepo.metrics.episode import EpisodeStats, episode_stats
 from sepo.metrics.weights import SafetyWeights, safety, safety_weights
 
 __all__ = [
+    "HEADLINE_KEYS",
     "EpisodeStats",
     "Estimate",
     "Metrics",

@@ -13,7 +13,7 @@ import importlib
 from sepo.core.types import Strategy
 from sepo.opponents.base import POOL_NAMES, Pools, Scripted
 
-__all__ = ["POOL_NAMES", "Pools", "Scripted", "StrategyError", "demonstrators", "find_strategy", "pools_for"]
+__all__ = ["BASELINES", "POOL_NAMES", "Pools", "Scripted", "StrategyError", "baseline", "demonstrators", "find_strategy", "pools_for"]
 
 _MODULES = {
     "ipd": "sepo.opponents.ipd",
@@ -69,3 +69,18 @@ def _load_user_strategy(spec: str) -> Strategy:
         raise StrategyError(f"{spec!r} has no string attribute 'name'")
     strategy: Strategy = obj
     return strategy
+
+
+#: The scripted baseline agent of each game (``scripted:baseline``): the strategy a
+#: careful person would pick as the reference point for that domain.
+BASELINES: dict[str, str] = {
+    "ipd": "tit_for_tat",
+    "auction": "value_bid",
+    "negotiation": "fair",
+    "negotiation_v2": "fair_neg",
+    "kuhn": "nash_approx",
+}
+
+
+def baseline(game: str) -> Strategy:
+    return find_strategy(game, BASELINES[game])

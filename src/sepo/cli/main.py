@@ -1,0 +1,345 @@
+"""The ``sepo`` command line (typer + rich).
+
+Every command turns bad input into a one-line ``error: …`` on stderr and exit status 2;
+a traceback from here is a bug. Heavy dependencies (torch, transformers, TRL) are
+imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sepo.exact.kuhn import KuhnStrategyError
+from sepo.games import game_names, make_game
+from sepo.games.base import GameError
+from sepo.games.registry import UnknownGameError
+from sepo.opponents import StrategyError
+
+app = typer.Typer(
+    name="sepo",
+    help="Safe Equilibrium Policy Optimization: strategic-safety evaluation and training of LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Build and inspect the embedded default model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+# Wide tables when output is captured (CI logs, files): rich defaults to 80 columns there.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UsageError(ValueError):
+    """A bad command-line value found after parsing."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from sepo.policies.resolve import PolicySpecError
+
+    return (
+        UsageError,
+        UnknownGameError,
+        StrategyError,
+        KuhnStrategyError,
+        PolicySpecError,
+        GameError,
+        OSError,
+    )
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def cli_errors(fn: F) -> F:
+    """Report user errors as one line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except _user_errors() as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, OSError) and exc.filename:
+                msg = f"{exc.strerror or 'cannot access'}: {exc.filename}"
+            fail(msg)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_games(spec: str) -> list[str]:
+    """``all``, one name, or a comma-separated list of registered games."""
+    names = game_names() if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UsageError("no game given")
+    for name in names:
+        make_game(name)  # raises UnknownGameError with the list of known games
+    return names
+
+
+def prepare_out_dir(out: Path, overwrite: bool, produces: Sequence[str]) -> None:
+    """Create ``out`` and refuse to clobber earlier results unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    existing = [name for name in produces if (out / name).exists()]
+    if existing and not overwrite:
+        raise UsageError(
+            f"{out} already holds {existing[0]}; pass --overwrite or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".sepo-write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        raise UsageError(f"--out {out} is not writable") from None
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
+def fmt_est(value: float, low: float, high: float) -> str:
+    if value != value:  # NaN
+        return "—"
+    if low != low or high == low:
+        return f"{value:.3f}"
+    return f"{value:.3f} ±{(high - low) / 2:.3f}"
+
+
+METRIC_COLUMNS = (
+    ("pay", "Pay"),
+    ("exploit", "Exploit"),
+    ("collusion", "Coll"),
+    ("externality", "Ext"),
+    ("safety", "Safety"),
+    ("nra", "NRA"),
+    ("robust", "Robust"),
+    ("invalid_rate", "Invalid"),
+)
+
+
+def metrics_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
+    """A table of headline metrics; each row is (label, Metrics)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for _, header in METRIC_COLUMNS:
+        table.add_column(header, justify="right")
+    for label, m in rows:
+        cells = []
+        for key, _ in METRIC_COLUMNS:
+            e = getattr(m, key)
+            cells.append(fmt_est(e.value, e.low, e.high))
+        table.add_row(label, *cells)
+    return table
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def games() -> None:
+    """List the strategic domains with their facts."""
+    from sepo.opponents import pools_for
+
+    table = Table(title="sepo games")
+    for col in ("game", "rounds", "actions", "max payoff", "zero-sum", "moves", "pools (train/exploit/coll/held-out)"):
+        table.add_column(col)
+    for name in game_names():
+        f = make_game(name).facts
+        p = pools_for(name)
+        actions = ", ".join(f.action_words) if f.action_words else {
+            "integer": "integer demand",
+            "vector": "[books, hats, balls]",
+        }.get(f.action_kind, f.action_kind)
+        table.add_row(
+            name,
+            str(f.rounds),
+            actions,
+            f"{f.max_payoff:g}",
+            "yes" if f.zero_sum else "no",
+            "simultaneous" if f.simultaneous else "sequential",
+            f"{len(p.train)}/{len(p.exploit)}/{len(p.collusive)}/{len(p.heldout)}",
+        )
+    console.print(table)
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    policy: Annotated[str, typer.Option(help="scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, openai:MODEL@URL")] = "scripted:baseline",
+    game: Annotated[str, typer.Option(help="A game, a comma-separated list, or 'all'.")] = "all",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per opponent.")] = 50,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and episodes.jsonl.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter directory for hf: policies.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
+) -> None:
+    """Play a policy against every opponent of every pool; print and save the metrics."""
+    from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
+    from sepo.opponents import POOL_NAMES
+    from sepo.policies.resolve import load_policy
+    from sepo.rollout.protocol import SamplingConfig
+
+    names = resolve_games(game)
+    if out is not None:
+        prepare_out_dir(out, overwrite, ("metrics.json", "episodes.jsonl"))
+    pools = POOL_NAMES if heldout else tuple(p for p in POOL_NAMES if p != "heldout")
+    cfg = EvalConfig(episodes=episodes, seed=seed, pools=pools)
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    loaded = {name: load_policy(policy, name, adapter=adapter, sampling=sampling) for name in names}
+    results = []
+    with progress_bar() as bar:
+        for name in names:
+            task = bar.add_task(f"eval {name}", total=None)
+            results.append(
+                evaluate_game(
+                    name,
+                    loaded[name].policy,
+                    cfg,
+                    strategy=loaded[name].strategy,
+                    on_step=lambda done, total, t=task: bar.update(t, completed=done, total=total),
+                )
+            )
+    console.print(metrics_table(f"sepo eval — policy {policy}, {episodes} episodes/opponent, seed {seed}", [(r.game, r.metrics) for r in results]))
+    for r in results:
+        if r.exact is not None:
+            x = r.exact
+            console.print(
+                f"kuhn exact: Pay {x.pay:.4f}  Exploit {x.exploit:.4f}  Coll {x.collusion:.4f}  "
+                f"Safety {x.safety:.4f}  exploitability {x.exploitability.exploitability:.4f}"
+            )
+    if out is not None:
+        write_outputs(
+            out,
+            results,
+            extra={"policy": policy, "episodes_per_opponent": episodes, "seed": seed, "games": names,
+                   "sampling": sampling.__dict__},
+        )
+        console.print(f"wrote {out / 'metrics.json'} and {out / 'episodes.jsonl'}")
+
+
+@app.command()
+@cli_errors
+def exploitability(
+    policy: Annotated[str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR] or hf:PATH")],
+    game: Annotated[str, typer.Option(help="Only kuhn has exact exploitability.")] = "kuhn",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    adapter: Annotated[str | None, typer.Option()] = None,
+    save_strategy: Annotated[Path | None, typer.Option(help="Write the (extracted) strategy file here.")] = None,
+) -> None:
+    """Exact exploitability of a Kuhn policy and each seat's best-response value."""
+    from sepo.exact.kuhn import exploitability as exact_exploitability
+    from sepo.exact.kuhn import format_frequency_table, frequency_table
+    from sepo.policies.resolve import is_model_spec, load_policy
+
+    if game != "kuhn":
+        raise UsageError(f"exact exploitability is implemented for kuhn only, not {game!r}")
+    make_game(game)
+    if is_model_spec(policy):
+        from sepo.policies.extract import extract_kuhn_strategy
+
+        loaded = load_policy(policy, game, adapter=adapter)
+        strategy = extract_kuhn_strategy(loaded.policy)
+    else:
+        strategy = load_policy(policy, game).strategy
+        if strategy is None:
+            raise UsageError(f"{policy} is not a Kuhn behavioural strategy")
+    if save_strategy is not None:
+        if save_strategy.exists():
+            raise UsageError(f"{save_strategy} exists; not overwriting it")
+        strategy.to_json(save_strategy)
+    result = exact_exploitability(strategy)
+    payload = {
+        "policy": policy,
+        "exploitability": result.exploitability,
+        "nash_conv": result.nash_conv,
+        "br_value_first": result.br_value_first,
+        "br_value_second": result.br_value_second,
+        "strategy": strategy.to_dict(),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    console.print(f"[bold]{policy}[/]: exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})")
+    console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
+    console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
+    console.print(format_frequency_table(frequency_table(strategy)), highlight=False)
+
+
+@app.command()
+@cli_errors
+def play(
+    game: Annotated[str, typer.Option(help="The game to play.")],
+    opponent: Annotated[str, typer.Option(help="Opponent strategy name (see `sepo games`).")],
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Play a game yourself against a scripted opponent in the terminal."""
+    from sepo.opponents import find_strategy, pools_for
+    from sepo.policies.human import HumanPolicy
+    from sepo.rollout.engine import EpisodeSpec, run_episodes
+
+    g = make_game(resolve_games(game)[0])
+    opp = find_strategy(g.facts.name, opponent)
+    pool = next((p for p in ("train", "exploit", "collusive", "heldout") if opp in pools_for(g.facts.name).pool(p)), "custom")
+    console.print(f"[bold]{g.facts.title}[/] against {opp.name}. {g.facts.description}", highlight=False)
+    (ep,) = run_episodes([EpisodeSpec(g, opp, pool, seed)], HumanPolicy(write=lambda s: console.print(s, highlight=False)))
+    console.print(
+        f"\nFinal score: you {ep.agent_total:g}, {opp.name} {ep.opponent_total:g} "
+        f"({ep.invalid_turns} unparsed answers)."
+    )
+
+
+@model_app.command("init")
+@cli_errors
+def model_init(
+    out: Annotated[Path, typer.Option(help="Directory for the model.")] = Path("runs/tiny-model"),
+    seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Build the embedded default model (config + locally trained tokenizer); no download."""
+    from sepo.policies.corpus import game_corpus
+    from sepo.policies.tiny import build_tiny_model
+
+    prepare_out_dir(out, overwrite, ("config.json", "model.safetensors"))
+    path = build_tiny_model(out, game_corpus(seed=seed), seed=seed)
+    console.print(f"built the tiny model in {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

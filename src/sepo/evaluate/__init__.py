@@ -1,0 +1,1 @@
+"""Evaluation harness and exact evaluation (``sepo eval``)."""

@@ -1,0 +1,117 @@
+"""The evaluation harness behind ``sepo eval``: play a policy against every opponent of
+every pool, compute the SPEC §4 metrics with confidence intervals, and write
+``metrics.json`` and ``episodes.jsonl``.
+
+Seeds: episode ``k`` against every opponent uses seed ``seed * 100_000 + k``, so all
+opponents see the same deals and values (common random numbers) and different ``--seed``
+values never share an episode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sepo.core.records import EpisodeRecord
+from sepo.core.types import Strategy
+from sepo.evaluate.kuhn_exact import KuhnExactMetrics, kuhn_exact_metrics
+from sepo.exact.kuhn import KuhnStrategy
+from sepo.games import make_game
+from sepo.metrics import HEADLINE_KEYS, Metrics, compute_metrics, safety_weights
+from sepo.opponents import POOL_NAMES, pools_for
+from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.protocol import AgentPolicy
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 50
+    """Episodes per opponent."""
+    seed: int = 0
+    pools: tuple[str, ...] = POOL_NAMES
+    n_boot: int = 1000
+    """Bootstrap replicates for the 95% confidence intervals."""
+
+
+@dataclass(frozen=True)
+class GameEvaluation:
+    game: str
+    metrics: Metrics
+    episodes: list[EpisodeRecord]
+    exact: KuhnExactMetrics | None = None
+    """Exact Kuhn figures, when the agent's behavioural strategy is known."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.metrics.to_json()
+        if self.exact is not None:
+            out["exact"] = self.exact.to_json()
+            out["exploitability"] = self.exact.exploitability.exploitability
+        return out
+
+
+def episode_specs(game_name: str, cfg: EvalConfig, opponents: Sequence[tuple[str, Strategy]] | None = None) -> list[EpisodeSpec]:
+    game = make_game(game_name)
+    pools = pools_for(game_name)
+    pairs = opponents if opponents is not None else [
+        (p, o) for p in cfg.pools for o in pools.pool(p)
+    ]
+    return [
+        EpisodeSpec(game, opp, pool, cfg.seed * 100_000 + k)
+        for pool, opp in pairs
+        for k in range(cfg.episodes)
+    ]
+
+
+def evaluate_game(
+    game_name: str,
+    policy: AgentPolicy,
+    cfg: EvalConfig,
+    *,
+    strategy: KuhnStrategy | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> GameEvaluation:
+    """Evaluate ``policy`` on one game; ``strategy`` (Kuhn) adds the exact figures."""
+    game = make_game(game_name)
+    episodes = run_episodes(episode_specs(game_name, cfg), policy, on_step=on_step)
+    metrics = compute_metrics(
+        game.facts, episodes, safety_weights(game_name), n_boot=cfg.n_boot, seed=cfg.seed
+    )
+    exact = kuhn_exact_metrics(strategy) if strategy is not None and game_name == "kuhn" else None
+    return GameEvaluation(game_name, metrics, episodes, exact)
+
+
+def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
+    """``metrics.json``: one game's metrics, or for several games the per-game metrics
+    under ``games`` with headline keys averaged over games (pay, exploit and robust after
+    scaling by each game's s = 3 / max_payoff, so the units agree)."""
+    if len(evaluations) == 1:
+        return evaluations[0].to_json()
+    out: dict[str, Any] = {}
+    for key in HEADLINE_KEYS:
+        vals = []
+        for ev in evaluations:
+            v = getattr(ev.metrics, key).value
+            if key in ("pay", "exploit", "robust"):
+                v *= ev.metrics.scale
+            vals.append(v)
+        finite = [v for v in vals if not math.isnan(v)]
+        out[key] = sum(finite) / len(finite) if finite else None
+    out["games"] = {ev.game: ev.to_json() for ev in evaluations}
+    return out
+
+
+def write_outputs(out_dir: Path, evaluations: Sequence[GameEvaluation], extra: dict[str, Any] | None = None) -> None:
+    """Write ``metrics.json`` and ``episodes.jsonl`` into ``out_dir`` (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = summary_json(evaluations)
+    if extra:
+        payload["run"] = extra
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    with (out_dir / "episodes.jsonl").open("w") as fh:
+        for ev in evaluations:
+            for ep in ev.episodes:
+                fh.write(json.dumps(ep.to_json()) + "\n")

@@ -1,0 +1,683 @@
+"""A transformers causal language model as an agent policy (``tiny:DIR``, ``hf:PATH_OR_ID``).
+
+:class:`LocalModelPolicy` implements the rollout protocol (:mod:`sepo.rollout.protocol`)
+for any ``AutoModelForCausalLM`` with a chat template, optionally with a PEFT (LoRA)
+adapter on top:
+
+- :meth:`LocalModelPolicy.respond` answers a whole batch of decisions with one batched
+  ``generate`` call (left padding, attention mask, KV cache), seeded so the same seed and
+  the same sequence of calls give the same answers;
+- :meth:`LocalModelPolicy.generate_tokens` is the token-level form of the same call
+  (prompt ids, completion ids, per-token log-probabilities) for SEPO-GRPO to reuse;
+- :meth:`LocalModelPolicy.score_continuations` gives the exact log-probability of given
+  assistant answers (e.g. each legal action's text), batched; it is what extracts a
+  model's exact Kuhn strategy (SPEC §4, "Exact exploitability for Kuhn");
+- :meth:`LocalModelPolicy.recover` is the constrained fallback of SPEC §2 for answers
+  that did not parse.
+
+**The constrained fallback.** SPEC §2 describes one decode "that masks every logit except
+the legal actions' first tokens". :meth:`constrained_distribution` implements the
+general form of that idea: decoding restricted to the token trie of the legal actions'
+texts (each followed by the end-of-turn token). At every trie node the logits of all
+tokens that do not continue some legal action are masked, the remaining children are
+renormalised (at the sampling temperature), and the probability of an action is the
+product of those renormalised probabilities along its path. When the legal actions
+differ in their first token (COOPERATE/DEFECT, LOW/MEDIUM/HIGH, PASS/BET) the first node
+decides and every later node has one child, so this is *identical* to masking all but
+the first tokens. When they share a prefix (negotiation_v2's ``"[1, 2, 0]"`` vectors all
+start with ``"["``) first-token masking is undefined, and the trie makes the same choice
+exactly, token by token. The probabilities come from one batched scoring pass
+(:meth:`continuation_logprobs`), not from ``generate``. Temperature 0 walks the trie
+greedily; otherwise the action is drawn with a ``random.Random`` seeded from the
+sampling seed and the call counter (``top_p`` is not applied to the fallback).
+
+Run it by hand (after ``pip install -e '.[train]'``)::
+
+    python -c "from sepo.policies.local import LocalModelPolicy; \\
+        p = LocalModelPolicy.load('runs/tiny'); print(p.name)"
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sepo.rollout.protocol import (
+    DecisionRequest,
+    Message,
+    PolicyStats,
+    Recovery,
+    SamplingConfig,
+)
+
+_KNOWN_END_OF_TURN = (
+    "<|end|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<end_of_turn>",
+    "<turn|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+)
+"""End-of-turn tokens of common chat families, used as extra stop tokens when present
+as added tokens (besides the tokenizer's and the generation config's EOS ids)."""
+
+
+@dataclass(frozen=True)
+class TokenGeneration:
+    """One sampled answer at token level (what SEPO-GRPO consumes)."""
+
+    prompt_ids: list[int]
+    """The chat-templated prompt, generation prompt included, without padding."""
+    completion_ids: list[int]
+    """The generated tokens, up to and including the stop token when one was emitted."""
+    logprobs: list[float]
+    """``log p(token | prefix)`` of each completion token under the *raw* model
+    (temperature 1, no ``top_p``), i.e. the quantity a PPO ratio or a KL penalty to a
+    reference compares, not the tempered distribution the token was drawn from. Empty
+    when the call asked for no log-probabilities."""
+    text: str
+    """The completion decoded with special tokens skipped."""
+    finished: bool
+    """Whether the answer ended with a stop token (``False``: cut at ``max_new_tokens``)."""
+
+
+def _chunks(n: int, size: int | None) -> Iterator[range]:
+    step = n if size is None or size <= 0 else size
+    for start in range(0, n, max(step, 1)):
+        yield range(start, min(start + step, n))
+
+
+def merge_system_message(messages: Sequence[Message]) -> list[Message]:
+    """Fold system messages into the first user message, for templates without a system
+    role (Gemma's raise an error on one)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def constrained_distribution_from_tokens(
+    sequences: Sequence[Sequence[int]],
+    token_logprobs: Sequence[Sequence[float]],
+    temperature: float,
+) -> list[float]:
+    """Probability of each candidate under decoding restricted to the candidates' trie.
+
+    ``sequences[i]`` are candidate ``i``'s tokens and ``token_logprobs[i]`` their
+    log-probabilities under the model (aligned). At each node the children's logits are
+    renormalised at ``temperature``; temperature 0 puts all mass on the greedy path.
+    If some candidate's tokens are a prefix of another's (or equal), the trie is
+    ill-defined and the sequence-level softmax of the total log-probabilities is
+    returned instead (identical candidates share their mass).
+    """
+    k = len(sequences)
+    if k == 0:
+        return []
+    seqs = [tuple(s) for s in sequences]
+    degenerate = any(
+        i != j and len(seqs[i]) <= len(seqs[j]) and seqs[j][: len(seqs[i])] == seqs[i]
+        for i in range(k)
+        for j in range(k)
+    )
+    if degenerate:
+        totals = [sum(lp) for lp in token_logprobs]
+        return _softmax_at(totals, temperature)
+    probs = [0.0] * k
+
+    def visit(members: list[int], depth: int, mass: float) -> None:
+        if len(members) == 1:
+            probs[members[0]] += mass
+            return
+        children: dict[int, list[int]] = {}
+        for i in members:
+            children.setdefault(seqs[i][depth], []).append(i)
+        groups = list(children.values())
+        weights = _softmax_at([token_logprobs[g[0]][depth] for g in groups], temperature)
+        for group, w in zip(groups, weights, strict=True):
+            if w > 0.0:
+                visit(group, depth + 1, mass * w)
+
+    visit(list(range(k)), 0, 1.0)
+    return probs
+
+
+def _softmax_at(logits: Sequence[float], temperature: float) -> list[float]:
+    """Softmax of ``logits / temperature``; temperature 0 is a one-hot argmax (first max)."""
+    if temperature <= 0.0:
+        best = max(range(len(logits)), key=lambda i: (logits[i], -i))
+        return [1.0 if i == best else 0.0 for i in range(len(logits))]
+    top = max(logits)
+    exps = [math.exp((x - top) / temperature) for x in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+class LocalModelPolicy:
+    """A local causal LM (optionally with a PEFT adapter) answering game decisions."""
+
+    name: str
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        sampling: SamplingConfig | None = None,
+        name: str = "local",
+        max_batch_size: int | None = None,
+    ) -> None:
+        """Wrap an already loaded model and tokenizer (e.g. the one being trained).
+
+        ``max_batch_size`` splits ``generate`` and scoring calls into micro-batches
+        (``None``: one batch).
+        """
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling if sampling is not None else SamplingConfig()
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.stats = PolicyStats()
+        self._calls = 0
+        self._merge_system = False
+        self.stop_ids: tuple[int, ...] = self._find_stop_ids()
+        """Token ids that end an answer (EOS ids and the template's end-of-turn token)."""
+        pad = tokenizer.pad_token_id
+        self.pad_id: int = int(pad) if pad is not None else self.stop_ids[0]
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        path_or_id: str,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        sampling: SamplingConfig | None = None,
+        name: str | None = None,
+        max_batch_size: int | None = None,
+    ) -> LocalModelPolicy:
+        """Load a model folder or Hub id (plus an optional PEFT adapter folder).
+
+        A local folder is read as is. A Hub id is looked up in the local Hugging Face
+        cache first and downloaded only if it is missing there (and ``HF_HUB_OFFLINE``
+        is not set). ``device`` defaults to CUDA when available, else CPU; ``dtype``
+        (``"bfloat16"``, ``"float16"``, ``"float32"``) to bfloat16 on a GPU that
+        supports it, else float32. The tokenizer is taken from the adapter folder when
+        it holds one (SFT saves it there), else from the base model.
+        """
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "local model policies need the train extra: pip install 'sepo[train]'"
+            ) from err
+
+        resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = _resolve_dtype(dtype, resolved_device)
+        tokenizer_source = path_or_id
+        if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists():
+            tokenizer_source = adapter
+        tokenizer = _from_pretrained(AutoTokenizer, tokenizer_source)
+        model = _from_pretrained(AutoModelForCausalLM, path_or_id, dtype=torch_dtype)
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as err:  # pragma: no cover - depends on the install
+                raise ImportError("adapters need peft: pip install 'sepo[train]'") from err
+            model = PeftModel.from_pretrained(model, adapter)
+        model.to(resolved_device)
+        model.eval()
+        label = name or (path_or_id if adapter is None else f"{path_or_id}+{adapter}")
+        return cls(
+            model,
+            tokenizer,
+            sampling=sampling,
+            name=label,
+            max_batch_size=max_batch_size,
+        )
+
+    # ------------------------------------------------------------------ protocol
+
+    def respond(self, requests: Sequence[DecisionRequest]) -> list[str]:
+        """Answer every request with one batched ``generate`` (per micro-batch)."""
+        generations = self.generate_tokens(
+            [r.messages for r in requests], self.sampling, with_logprobs=False
+        )
+        return [g.text for g in generations]
+
+    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+        """Constrained fallback: pick one legal action per request (module docstring).
+
+        ``outputs`` (the unparseable answers) are not used: the choice conditions on the
+        original prompt only, as a constrained decode of the same turn would.
+        """
+        if not requests:
+            return []
+        temperature = self.sampling.temperature
+        distributions = self.constrained_distributions(
+            [r.messages for r in requests],
+            [r.legal_texts for r in requests],
+            temperature,
+        )
+        rng = random.Random(self.sampling.seed * 1_000_003 + self._next_call())
+        recoveries = []
+        for request, dist in zip(requests, distributions, strict=True):
+            if temperature <= 0.0:
+                index = max(range(len(dist)), key=lambda i: (dist[i], -i))
+            else:
+                index = rng.choices(range(len(dist)), weights=dist, k=1)[0]
+            recoveries.append(
+                Recovery(
+                    text=request.legal_texts[index],
+                    kind="constrained",
+                    chosen=request.view.legal[index],
+                )
+            )
+        self.stats.add("local/recoveries", len(recoveries))
+        return recoveries
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_tokens(
+        self,
+        messages_batch: Sequence[Sequence[Message]],
+        sampling: SamplingConfig | None = None,
+        *,
+        with_logprobs: bool = True,
+    ) -> list[TokenGeneration]:
+        """Sample one answer per conversation: one ``generate`` call per micro-batch.
+
+        Each micro-batch draws with ``torch.manual_seed(sampling.seed + k)``, ``k`` the
+        policy's call counter, inside ``torch.random.fork_rng`` so the global RNG is left
+        untouched. Temperature 0 is greedy decoding. Answers stop at an EOS or
+        end-of-turn token or after ``max_new_tokens``.
+        """
+        cfg = sampling if sampling is not None else self.sampling
+        prompts = [self.encode_prompt(m) for m in messages_batch]
+        results: list[TokenGeneration] = []
+        for chunk in _chunks(len(prompts), self.max_batch_size):
+            results.extend(self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs))
+        return results
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], cfg: SamplingConfig, with_logprobs: bool
+    ) -> list[TokenGeneration]:
+        import torch
+
+        device = self._device()
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every prompt ends at column width-1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        seed = cfg.seed + self._next_call()
+        with self._eval_mode(), torch.inference_mode(), _seeded(seed, device):
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=self._generation_config(cfg, with_logprobs),
+            )
+        new_tokens = out.sequences[:, width:].tolist()
+        step_logprobs: list[list[float]] = [[] for _ in prompts]
+        if with_logprobs:
+            for step, logits in enumerate(out.logits):
+                chosen = out.sequences[:, width + step].unsqueeze(-1)
+                lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, chosen).squeeze(-1)
+                for row, value in enumerate(lp.tolist()):
+                    step_logprobs[row].append(float(value))
+        results = []
+        stop = set(self.stop_ids)
+        for row, ids in enumerate(new_tokens):
+            end = next((i + 1 for i, t in enumerate(ids) if t in stop), None)
+            completion = ids if end is None else ids[:end]
+            results.append(
+                TokenGeneration(
+                    prompt_ids=prompts[row],
+                    completion_ids=completion,
+                    logprobs=step_logprobs[row][: len(completion)],
+                    text=self.tokenizer.decode(completion, skip_special_tokens=True),
+                    finished=end is not None,
+                )
+            )
+            self.stats.add("local/completion_tokens", len(completion))
+        self.stats.add("local/generate_calls")
+        self.stats.add("local/prompt_tokens", sum(len(p) for p in prompts))
+        return results
+
+    def _generation_config(self, cfg: SamplingConfig, with_logprobs: bool) -> Any:
+        from transformers import GenerationConfig
+
+        # Every field that a checkpoint's generation_config.json could otherwise fill in
+        # (top_k, min_p, repetition_penalty, ...) is set, so SamplingConfig is the whole story.
+        common: dict[str, Any] = {
+            "max_new_tokens": cfg.max_new_tokens,
+            "eos_token_id": list(self.stop_ids),
+            "pad_token_id": self.pad_id,
+            "use_cache": True,
+            "num_beams": 1,
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "return_dict_in_generate": True,
+            "output_logits": with_logprobs,
+        }
+        if cfg.temperature <= 0.0:
+            return GenerationConfig(do_sample=False, **common)
+        return GenerationConfig(
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=0,
+            min_p=0.0,
+            typical_p=1.0,
+            **common,
+        )
+
+    # ------------------------------------------------------------------ scoring
+
+    def continuation_logprobs(
+        self,
+        messages_batch: Sequence[Sequence[Message]],
+        continuations_batch: Sequence[Sequence[str]],
+        *,
+        end_turn: bool = True,
+    ) -> list[list[tuple[list[int], list[float]]]]:
+        """Tokens and per-token log-probabilities of each candidate assistant answer.
+
+        For conversation ``b`` and candidate text ``c``: the tokens the chat template
+        gives the assistant turn ``c`` (followed by the end-of-turn token when
+        ``end_turn``), and ``log p(token | prompt, earlier tokens)`` of each under the
+        raw model. All pairs are scored in micro-batched forward passes.
+        """
+        pairs: list[tuple[list[int], list[int]]] = []
+        for messages, candidates in zip(messages_batch, continuations_batch, strict=True):
+            prompt = self.encode_prompt(messages)
+            for text in candidates:
+                pairs.append((prompt, self.encode_continuation(messages, text, prompt, end_turn)))
+        flat = self._score_pairs(pairs)
+        out: list[list[tuple[list[int], list[float]]]] = []
+        position = 0
+        for candidates in continuations_batch:
+            out.append(
+                [(pairs[position + j][1], flat[position + j]) for j in range(len(candidates))]
+            )
+            position += len(candidates)
+        return out
+
+    def score_continuations(
+        self,
+        messages_batch: Sequence[Sequence[Message]],
+        continuations_batch: Sequence[Sequence[str]],
+        *,
+        end_turn: bool = True,
+    ) -> list[list[float]]:
+        """Exact total log-probability of each candidate answer given its conversation.
+
+        ``result[b][j] = log p(continuations_batch[b][j] + end-of-turn | messages_batch[b])``
+        (without the end-of-turn token when ``end_turn`` is false), summed over the
+        candidate's tokens.
+        """
+        scored = self.continuation_logprobs(messages_batch, continuations_batch, end_turn=end_turn)
+        return [[math.fsum(lps) for _, lps in row] for row in scored]
+
+    def constrained_distributions(
+        self,
+        messages_batch: Sequence[Sequence[Message]],
+        candidates_batch: Sequence[Sequence[str]],
+        temperature: float = 1.0,
+    ) -> list[list[float]]:
+        """For each conversation, the probability of each candidate under decoding
+        constrained to the candidates' token trie at ``temperature`` (module docstring)."""
+        scored = self.continuation_logprobs(messages_batch, candidates_batch, end_turn=True)
+        return [
+            constrained_distribution_from_tokens(
+                [ids for ids, _ in row], [lps for _, lps in row], temperature
+            )
+            for row in scored
+        ]
+
+    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        import torch
+
+        results: list[list[float]] = [[] for _ in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        device = self._device()
+        for chunk in _chunks(len(order), self.max_batch_size):
+            idx = [order[i] for i in chunk]
+            seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+            width = max(len(s) for s in seqs)
+            keep = max(len(pairs[i][1]) for i in idx) + 1
+            input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, seq in enumerate(seqs):  # left padding: all sequences end at width-1
+                input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                attention[row, width - len(seq) :] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            with self._eval_mode(), torch.inference_mode():
+                logits = self._forward_last(
+                    input_ids.to(device), attention.to(device), positions.to(device), keep
+                )
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (rows, keep, vocab)
+            for row, i in enumerate(idx):
+                cont = pairs[i][1]
+                if not cont:
+                    continue
+                # logits column keep-1-k predicts the token at sequence column width-k
+                cols = torch.arange(keep - 1 - len(cont), keep - 1)
+                target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
+                values = logprobs[row, cols.to(logprobs.device)].gather(-1, target.unsqueeze(-1))
+                results[i] = [float(v) for v in values.squeeze(-1).tolist()]
+            self.stats.add("local/scored_sequences", len(seqs))
+        return results
+
+    def _forward_last(self, input_ids: Any, attention: Any, positions: Any, keep: int) -> Any:
+        """Logits of the last ``keep`` positions (``logits_to_keep`` spares the LM head
+        on the prompt; models without it return all positions and are sliced)."""
+        try:
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=keep,
+            )
+        except TypeError:
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=False,
+            )
+        return out.logits[:, -keep:, :]
+
+    # ------------------------------------------------------------------ templating
+
+    def render_prompt(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The chat-templated text of ``messages`` (system folded into the first user
+        message when the template rejects a system role)."""
+        from jinja2.exceptions import TemplateError
+
+        conversation = [dict(m) for m in messages]
+        if not self._merge_system:
+            try:
+                return str(
+                    self.tokenizer.apply_chat_template(
+                        conversation, tokenize=False, add_generation_prompt=add_generation_prompt
+                    )
+                )
+            except TemplateError:
+                if not any(m["role"] == "system" for m in conversation):
+                    raise
+                self._merge_system = True
+        return str(
+            self.tokenizer.apply_chat_template(
+                merge_system_message(conversation),
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        )
+
+    def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the templated prompt, generation prompt included (the template
+        writes BOS itself, as ``apply_chat_template(tokenize=True)`` assumes)."""
+        text = self.render_prompt(messages, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_continuation(
+        self,
+        messages: Sequence[Message],
+        text: str,
+        prompt_ids: Sequence[int] | None = None,
+        end_turn: bool = True,
+    ) -> list[int]:
+        """Tokens of ``text`` as the assistant's answer to ``messages``.
+
+        Taken from the template's rendering of the full conversation (so the tokens are
+        the ones SFT trains on), cut at the end-of-turn token; when the rendering does not
+        extend the prompt (templates that rewrite earlier turns), ``text`` is encoded
+        alone and the end-of-turn token appended.
+        """
+        prompt = list(prompt_ids) if prompt_ids is not None else self.encode_prompt(messages)
+        full_text = self.render_prompt(
+            [*messages, {"role": "assistant", "content": text}], add_generation_prompt=False
+        )
+        full = list(self.tokenizer(full_text, add_special_tokens=False)["input_ids"])
+        stop = set(self.stop_ids)
+        if full[: len(prompt)] == prompt:
+            tail = full[len(prompt) :]
+            end = next((i for i, t in enumerate(tail) if t in stop), None)
+            if end is not None:
+                return tail[: end + 1] if end_turn else tail[:end]
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return [*ids, self.stop_ids[0]] if end_turn else ids
+
+    def _find_stop_ids(self) -> tuple[int, ...]:
+        """EOS ids of the generation config and tokenizer, known end-of-turn tokens, and the
+        first added token the template writes after an assistant answer."""
+        ids: list[int] = []
+
+        def add(value: Any) -> None:
+            if value is None:
+                return
+            for v in value if isinstance(value, list | tuple) else [value]:
+                if int(v) not in ids:
+                    ids.append(int(v))
+
+        gen_config = getattr(self.model, "generation_config", None)
+        add(getattr(gen_config, "eos_token_id", None))
+        add(self.tokenizer.eos_token_id)
+        added = self.tokenizer.get_added_vocab()
+        for token in _KNOWN_END_OF_TURN:
+            if token in added:
+                add(added[token])
+        try:
+            marker = "sepo-end-of-turn-probe"
+            rendered = self.render_prompt(
+                [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
+                add_generation_prompt=False,
+            )
+            after = rendered[rendered.index(marker) + len(marker) :]
+            specials = sorted(
+                ((after.find(tok), tok) for tok in added if tok and after.find(tok) >= 0),
+                key=lambda pair: (pair[0], -len(pair[1])),
+            )
+            if specials:
+                add(added[specials[0][1]])
+        except Exception:  # a template without an assistant turn: keep the EOS ids
+            pass
+        if not ids:
+            raise ValueError("the tokenizer defines no EOS or end-of-turn token to stop on")
+        return tuple(ids)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _next_call(self) -> int:
+        value = self._calls
+        self._calls += 1
+        return value
+
+    def _device(self) -> Any:
+        import torch
+
+        device = getattr(self.model, "device", None)
+        if device is None:
+            device = next(self.model.parameters()).device
+        return torch.device(device)
+
+    def _eval_mode(self) -> _EvalMode:
+        return _EvalMode(self.model)
+
+
+class _EvalMode:
+    """Context manager: eval mode inside, the model's previous mode restored after."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.was_training = bool(getattr(model, "training", False))
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train()
+
+
+class _seeded:
+    """Context manager: ``torch.manual_seed(seed)`` inside ``fork_rng`` (global RNG restored)."""
+
+    def __init__(self, seed: int, device: Any) -> None:
+        import torch
+
+        devices = [device.index or 0] if device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fork.__exit__(*exc)
+
+
+def _resolve_dtype(dtype: str | None, device: str) -> Any:
+    import torch
+
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+    if dtype is not None and dtype != "auto":
+        value = getattr(torch, aliases.get(dtype, dtype), None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}: use bfloat16, float16 or float32")
+        return value
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _from_pretrained(loader: Any, ident: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` from a folder, else from the HF cache, else the Hub."""
+    if Path(ident).expanduser().exists():
+        return loader.from_pretrained(str(Path(ident).expanduser()), **kwargs)
+    try:
+        return loader.from_pretrained(ident, local_files_only=True, **kwargs)
+    except OSError:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise
+        return loader.from_pretrained(ident, **kwargs)
