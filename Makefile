@@ -1,0 +1,34 @@
+# sepo — one entry point for set-up, the main job and the checks CI runs.
+PYTHON ?= python3
+# The CPU build of torch: pinned and installed first so that the `train` extra (whose
+# torch requirement is a range) does not pull a multi-GB CUDA build. On a GPU machine
+# install the torch wheel that fits your CUDA first; pip then keeps it.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run test check lint format bench
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
+
+run: install
+	sepo train
+
+test: install
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m mypy
+
+check: install lint
+	$(PYTHON) -m pytest
+
+format:
+	$(PYTHON) -m ruff format src tests benchmarks
+	$(PYTHON) -m ruff check --fix src tests benchmarks
+
+bench:
+	$(PYTHON) benchmarks/bench_scripted_play.py
+	$(PYTHON) benchmarks/bench_kuhn_exploitability.py
