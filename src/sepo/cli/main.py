@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Build and inspect the embedded default model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+data_app = typer.Typer(help="Build training datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 # Wide tables when output is captured (CI logs, files): rich defaults to 80 columns there.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -335,6 +337,26 @@ def model_init(
     prepare_out_dir(out, overwrite, ("config.json", "model.safetensors"))
     path = build_tiny_model(out, game_corpus(seed=seed), seed=seed)
     console.print(f"built the tiny model in {path}")
+
+
+@data_app.command("sft")
+@cli_errors
+def data_sft(
+    game: Annotated[str, typer.Option(help="A game, a comma-separated list (one mixed set), or 'all'.")],
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, valid.jsonl, card.json.")],
+    episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per game (default: the paper's decision counts).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Demonstrator episodes as chat examples for supervised fine-tuning (SPEC §5)."""
+    from sepo.train.demonstrations import build_sft_dataset, write_dataset
+
+    names = resolve_games(game)
+    prepare_out_dir(out, overwrite, ("train.jsonl", "valid.jsonl", "card.json"))
+    ds = build_sft_dataset(names, episodes=episodes, seed=seed)
+    write_dataset(ds, out)
+    d = ds.card["decisions"]
+    console.print(f"wrote {d['train']} train and {d['valid']} valid decisions to {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

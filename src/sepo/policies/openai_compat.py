@@ -19,8 +19,9 @@ API key comes from ``SEPO_API_KEY``, else ``OPENAI_API_KEY``, else ``"EMPTY"`` (
 servers accept any key). The fallback for an unparseable answer (SPEC §2) is one
 re-prompt that shows the model its answer and states the legal actions.
 
-Each request is sent ``seed = f(sampling.seed, episode, turn)``, so a server that honours
-seeds reproduces a run, and episodes with identical prompts still draw differently.
+Each request is sent ``seed = f(sampling.seed, episode seed, turn)``, so a server that
+honours seeds reproduces a run, and episodes with identical prompts still draw
+differently.
 
 Example (a vLLM server on this machine)::
 
@@ -123,9 +124,9 @@ def api_key_from_env() -> str:
     return os.environ.get("SEPO_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
 
 
-def request_seed(seed: int, episode: int, turn: int) -> int:
+def request_seed(seed: int, episode_seed: int, turn: int) -> int:
     """The ``seed`` sent with one decision: distinct per episode and turn, fixed per run."""
-    return (seed * 1_000_003 + episode * 10_007 + turn) % (2**31 - 1)
+    return (seed * 1_000_003 + episode_seed * 10_007 + turn) % (2**31 - 1)
 
 
 class OpenAICompatPolicy:
@@ -191,7 +192,7 @@ class OpenAICompatPolicy:
         """Answer every request (concurrently); ``""`` where a request failed for good."""
         return self.complete(
             [list(r.messages) for r in requests],
-            [request_seed(self.sampling.seed, r.episode, r.turn) for r in requests],
+            [request_seed(self.sampling.seed, r.seed, r.turn) for r in requests],
         )
 
     def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
@@ -200,7 +201,7 @@ class OpenAICompatPolicy:
         conversations = [
             self.reprompt_messages(r, out) for r, out in zip(requests, outputs, strict=True)
         ]
-        seeds = [request_seed(self.sampling.seed + 1, r.episode, r.turn) for r in requests]
+        seeds = [request_seed(self.sampling.seed + 1, r.seed, r.turn) for r in requests]
         answers = self.complete(conversations, seeds)
         self._add("api/reprompts", len(requests))
         return [Recovery(text=a, kind="reprompt") for a in answers]

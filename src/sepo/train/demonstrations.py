@@ -1,0 +1,150 @@
+"""SFT demonstrator datasets (SPEC §5; ``sepo data sft``).
+
+Rule-based demonstrators (one drawn per episode from the game's mixture in
+``sepo.opponents.<game>.DEMONSTRATORS``) play whole episodes against the game's train,
+exploit and collusive opponents (never the held-out pool) through the same rollout
+engine, renderer and parser that evaluation uses. Each agent decision becomes one chat
+example: the system prompt and observation exactly as the engine sends them, and an
+assistant answer made of one short templated reasoning sentence and the action alone on
+the last line.
+
+Why one row per decision, not one multi-turn conversation per episode: the engine shows
+every decision as a fresh two-message conversation whose observation already carries
+the whole history, so training on exactly that input is what the policy will see at play
+time. ``episode`` and ``turn`` columns keep whole episodes recoverable.
+
+The split is by episode (80/20), so no episode leaks between train and valid. Everything
+is a pure function of the seed. No torch is needed here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sepo.core.records import EpisodeRecord
+from sepo.games import make_game
+from sepo.games.text import format_action
+from sepo.opponents import demonstrators, find_strategy, pools_for
+from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.demonstrator import DemonstratorPolicy
+from sepo.rollout.protocol import Message
+
+#: Paper dataset sizes (SPEC §5): decisions per domain.
+DEFAULT_DECISIONS: dict[str, int] = {
+    "ipd": 8000,
+    "auction": 8000,
+    "negotiation": 8000,
+    "negotiation_v2": 4000,
+    "kuhn": 8000,
+}
+VALID_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class SFTDataset:
+    train: list[dict[str, Any]]
+    valid: list[dict[str, Any]]
+    card: dict[str, Any]
+
+
+def _episode_rows(
+    ep: EpisodeRecord, system: str, demonstrator: str, episode_id: str
+) -> list[dict[str, Any]]:
+    rows = []
+    for t, turn in enumerate(ep.turns):
+        messages: list[Message] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": turn.observation},
+            {"role": "assistant", "content": turn.raw},
+        ]
+        rows.append(
+            {
+                "messages": messages,
+                "game": ep.game,
+                "demonstrator": demonstrator,
+                "opponent": ep.opponent,
+                "pool": ep.pool,
+                "episode": episode_id,
+                "turn": t,
+                "action": format_action(turn.action),
+            }
+        )
+    return rows
+
+
+def build_sft_dataset(
+    games: Sequence[str],
+    *,
+    episodes: int | None = None,
+    seed: int = 0,
+    decisions: dict[str, int] | None = None,
+) -> SFTDataset:
+    """Demonstrator episodes for ``games``; ``episodes`` per game, or enough episodes to
+    reach the paper's decision counts (``DEFAULT_DECISIONS``) when ``None``."""
+    targets = {**DEFAULT_DECISIONS, **(decisions or {})}
+    rng = random.Random(f"sft:{seed}")
+    train: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    for g in games:
+        game = make_game(g)
+        pools = pools_for(g)
+        opponents = [(p, o) for p in ("train", "exploit", "collusive") for o in pools.pool(p)]
+        names, weights = zip(*demonstrators(g), strict=True)
+        produced, k = 0, 0
+        while (episodes is None and produced < targets[g]) or (episodes is not None and k < episodes):
+            batch = 64 if episodes is None else min(64, episodes - k)
+            specs, by_seed, demo_names = [], {}, {}
+            for _ in range(batch):
+                ep_seed = rng.getrandbits(48)
+                demo = rng.choices(names, weights=weights)[0]
+                pool, opp = opponents[rng.randrange(len(opponents))]
+                specs.append(EpisodeSpec(game, opp, pool, ep_seed))
+                by_seed[ep_seed] = find_strategy(g, demo)
+                demo_names[ep_seed] = demo
+            for ep in run_episodes(specs, DemonstratorPolicy(by_seed)):
+                if episodes is None and produced >= targets[g]:
+                    break
+                rows = _episode_rows(ep, game.system_prompt(), demo_names[ep.seed], f"{g}-{k}")
+                (valid if rng.random() < VALID_FRACTION else train).extend(rows)
+                produced += len(rows)
+                k += 1
+    return SFTDataset(train, valid, dataset_card(train, valid, games, seed))
+
+
+def dataset_card(
+    train: list[dict[str, Any]], valid: list[dict[str, Any]], games: Sequence[str], seed: int
+) -> dict[str, Any]:
+    rows = train + valid
+    return {
+        "games": list(games),
+        "seed": seed,
+        "decisions": {"train": len(train), "valid": len(valid), "total": len(rows)},
+        "episodes": {
+            "train": len({r["episode"] for r in train}),
+            "valid": len({r["episode"] for r in valid}),
+        },
+        "per_game": dict(Counter(r["game"] for r in rows)),
+        "per_demonstrator": {
+            f"{g}/{d}": n for (g, d), n in sorted(Counter((r["game"], r["demonstrator"]) for r in rows).items())
+        },
+        "per_action": {
+            f"{g}/{a}": n for (g, a), n in sorted(Counter((r["game"], r["action"]) for r in rows).items())
+        },
+        "format": "one chat example per decision: messages = [system, user observation, "
+        "assistant reasoning + action on the last line] (TRL conversational format)",
+    }
+
+
+def write_dataset(ds: SFTDataset, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", ds.train), ("valid", ds.valid)):
+        with (out / f"{name}.jsonl").open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+    (out / "card.json").write_text(json.dumps(ds.card, indent=2) + "\n")
