@@ -15,29 +15,39 @@ from sepo.rollout.protocol import DecisionRequest, Recovery
 
 
 def reasoning(game: str, view: View, action: Action) -> str:
-    """One short templated sentence explaining a decision from what the player sees."""
-    a = format_action(action)
+    """One short templated sentence about the situation the decision is made in.
+
+    It states what the player sees and never names the chosen action: the decision is
+    made on the action line, so a model's probability of each legal action given its
+    prompt and reasoning is its strategy (``sepo.policies.extract``).
+    """
     if game == "ipd":
         if not view.history:
-            return f"First round, no history yet; I play {a}."
-        return f"Last round the opponent played {view.their_actions()[-1]}; I play {a}."
+            return "First round, no history yet."
+        return f"Last round the opponent played {view.their_actions()[-1]}."
     if game == "auction":
-        amount = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}[str(action)]
-        profit = max(0, (view.value or 0) - amount)
-        return f"My value is {view.value}; bidding {a} would earn {profit} if I win."
+        return f"My value is {view.value}; the winner earns value minus bid."
     if game == "negotiation":
         if not view.history:
-            return f"First round; I demand {a}, leaving {10 - int(str(action))}."
-        return f"The opponent last demanded {view.their_actions()[-1]}; I demand {a}."
+            return "First round, no history yet."
+        last = view.history[-1]
+        result = "a deal" if last.deal else "a breakdown"
+        return f"The opponent last demanded {last.action_of(view.opponent)}, {result}."
     if game == "negotiation_v2":
-        worth = sum(d * v for d, v in zip(action, view.item_values or (), strict=False))  # type: ignore[arg-type]
-        return f"This demand is worth {worth} to me at my values."
+        values = ", ".join(str(v) for v in (view.item_values or ()))
+        if not view.history:
+            return f"First round; my values are {values}."
+        result = "a deal" if view.history[-1].deal else "a breakdown"
+        return f"My values are {values}; last round was {result}."
     if game == "kuhn":
-        where = "facing a bet" if facing_bet(view.betting) else (
-            "after a check" if view.betting else "to open"
-        )
-        return f"I hold {view.card} {where}, so I {a.lower()}."
-    return f"I play {a}."
+        if facing_bet(view.betting):
+            where = "facing a bet"
+        elif view.betting:
+            where = "after a check"
+        else:
+            where = "opening"
+        return f"I hold {view.card}, {where}."
+    return "My move."
 
 
 class DemonstratorPolicy:
