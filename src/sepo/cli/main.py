@@ -131,8 +131,9 @@ def progress_bar() -> Progress:
 def fmt_est(value: float, low: float, high: float) -> str:
     if value != value:  # NaN
         return "—"
+    value, low, high = value + 0.0, low + 0.0, high + 0.0  # no "-0.000"
     if low != low or high == low:
-        return f"{value:.3f}"
+        return f"{value:.3f}".replace("-0.000", "0.000")
     return f"{value:.3f} ±{(high - low) / 2:.3f}"
 
 

@@ -209,8 +209,9 @@ class Game(Protocol):
 
     def new_state(self) -> State: ...
 
-    def render(self, view: View) -> str:
-        """The observation a player reads for this view (SPEC §2)."""
+    def render(self, view: View, since: int = 0) -> str:
+        """The observation a player reads for this view (SPEC §2), listing the finished
+        rounds from ``since`` on (0: the whole history)."""
         ...
 
     def format_action(self, action: Action) -> str:
@@ -223,4 +224,8 @@ class Game(Protocol):
 
     def default_action(self, view: View) -> Action:
         """The documented action taken when output stays invalid after fallback."""
+        ...
+
+    def system_prompt(self) -> str:
+        """The rules, sent as the system message of every conversation."""
         ...

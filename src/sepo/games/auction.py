@@ -73,24 +73,19 @@ class Auction(TextGame):
     def new_state(self) -> AuctionState:
         return AuctionState(self)
 
-    def render(self, view: View) -> str:
-        lines = [f"Round {view.round + 1} of {view.rounds}."]
-        lines.append(f"Your private value for this round's item: {view.value}.")
-        if view.history:
-            lines.append("History:")
-            for r in view.history:
-                me, them = r.action_of(view.player), r.action_of(view.opponent)
-                who = "you won" if r.winner == view.player else "opponent won"
-                lines.append(
-                    f"- Round {r.round + 1}: you bid {me}, opponent bid {them}, {who} "
-                    f"(you {fmt_num(r.payoffs[view.player])}, "
-                    f"opponent {fmt_num(r.payoffs[view.opponent])})"
-                )
-        else:
-            lines.append("No rounds played yet.")
-        lines.append(scores_line(view))
-        lines.append(self.format_footer(view))
-        return "\n".join(lines)
+    def state_lines(self, view: View) -> list[str]:
+        return [
+            f"Round {view.round + 1} of {view.rounds}.",
+            f"Your private value for this round's item: {view.value}.",
+        ]
+
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        who = "you won" if r.winner == view.player else "opponent won"
+        return (
+            f"- Round {r.round + 1}: you bid {r.action_of(view.player)}, opponent bid "
+            f"{r.action_of(view.opponent)}, {who} (you {fmt_num(r.payoffs[view.player])}, "
+            f"opponent {fmt_num(r.payoffs[view.opponent])})"
+        )
 
     def default_action(self, view: View) -> Action:
         """LOW: the bid that can never lose money."""

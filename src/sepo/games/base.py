@@ -134,9 +134,39 @@ class RepeatedSimultaneousState(ABC):
 
 
 class TextGame:
-    """Text-layer defaults shared by the games: parsing, action formatting, prompts."""
+    """The text layer shared by the games: observation layout, parsing, formatting.
+
+    An observation is: the game's state lines (round, private information, the current
+    hand for Kuhn), the finished rounds from ``since`` on, the running scores, then the
+    legal actions and the output format. In an episode's conversation the first
+    observation shows the whole history (``since=0``) and later ones only the rounds
+    finished since the agent's previous move, which the conversation does not yet hold.
+    """
 
     facts: GameFacts
+    history_title = "History:"
+    empty_history: str | None = "No rounds played yet."
+
+    def state_lines(self, view: View) -> list[str]:
+        """Header lines: which round it is and this player's private information."""
+        return [f"Round {view.round + 1} of {view.rounds}."]
+
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        """One finished round from ``view.player``'s side."""
+        raise NotImplementedError
+
+    def render(self, view: View, since: int = 0) -> str:
+        """The observation for ``view``, listing finished rounds from ``since`` on."""
+        lines = self.state_lines(view)
+        shown = view.history[since:]
+        if shown:
+            lines.append(self.history_title if since == 0 else "Since your last move:")
+            lines.extend(self.round_line(r, view) for r in shown)
+        elif since == 0 and self.empty_history:
+            lines.append(self.empty_history)
+        lines.append(scores_line(view))
+        lines.append(self.format_footer(view))
+        return "\n".join(lines)
 
     def format_action(self, action: Action) -> str:
         return format_action(action)

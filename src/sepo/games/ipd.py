@@ -82,22 +82,12 @@ class IPD(TextGame):
     def new_state(self) -> IPDState:
         return IPDState(self)
 
-    def render(self, view: View) -> str:
-        lines = [f"Round {view.round + 1} of {view.rounds}."]
-        if view.history:
-            lines.append("History:")
-            for r in view.history:
-                me, them = r.action_of(view.player), r.action_of(view.opponent)
-                pm, pt = r.payoffs[view.player], r.payoffs[view.opponent]
-                lines.append(
-                    f"- Round {r.round + 1}: you {me}, opponent {them} "
-                    f"(you {fmt_num(pm)}, opponent {fmt_num(pt)})"
-                )
-        else:
-            lines.append("No rounds played yet.")
-        lines.append(scores_line(view))
-        lines.append(self.format_footer(view))
-        return "\n".join(lines)
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        return (
+            f"- Round {r.round + 1}: you {r.action_of(view.player)}, opponent "
+            f"{r.action_of(view.opponent)} (you {fmt_num(r.payoffs[view.player])}, "
+            f"opponent {fmt_num(r.payoffs[view.opponent])})"
+        )
 
     def default_action(self, view: View) -> Action:
         """COOPERATE: the default must not turn a parse failure into exploitation."""

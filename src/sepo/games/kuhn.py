@@ -203,7 +203,10 @@ class Kuhn(TextGame):
             cards = f"; showdown: your {r.reveal[player]} vs their {r.reveal[1 - player]}"
         return f"- Hand {r.round + 1}: {moves}; {result}{cards}"
 
-    def render(self, view: View) -> str:
+    history_title = "Previous hands:"
+    empty_history = None
+
+    def state_lines(self, view: View) -> list[str]:
         lines = [f"Hand {view.round + 1} of {view.rounds}. Your card: {view.card}."]
         lines.append(
             "You act first this hand." if view.first_actor else "Your opponent acts first this hand."
@@ -215,12 +218,10 @@ class Kuhn(TextGame):
                 who = "you" if order[i % 2] == view.player else "opponent"
                 seq.append(f"{who} {letter_to_word(view.betting[:i], letter)}")
             lines.append("This hand so far: " + ", ".join(seq) + ".")
-        if view.history:
-            lines.append("Previous hands:")
-            lines.extend(self.describe_hand(r, view.player) for r in view.history)
-        lines.append(scores_line(view))
-        lines.append(self.format_footer(view))
-        return "\n".join(lines)
+        return lines
+
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        return self.describe_hand(r, view.player)
 
     def default_action(self, view: View) -> Action:
         """Check when checking is free, otherwise fold (the passive action)."""

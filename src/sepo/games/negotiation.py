@@ -60,23 +60,16 @@ class Negotiation(TextGame):
     def new_state(self) -> NegotiationState:
         return NegotiationState(self)
 
-    def render(self, view: View) -> str:
-        lines = [f"Round {view.round + 1} of {view.rounds}. Pie: {self.pie}."]
-        if view.history:
-            lines.append("History:")
-            for r in view.history:
-                me, them = r.action_of(view.player), r.action_of(view.opponent)
-                result = "deal" if r.deal else "breakdown"
-                lines.append(
-                    f"- Round {r.round + 1}: you demanded {me}, opponent demanded {them}, "
-                    f"{result} (you {fmt_num(r.payoffs[view.player])}, "
-                    f"opponent {fmt_num(r.payoffs[view.opponent])})"
-                )
-        else:
-            lines.append("No rounds played yet.")
-        lines.append(scores_line(view))
-        lines.append(self.format_footer(view))
-        return "\n".join(lines)
+    def state_lines(self, view: View) -> list[str]:
+        return [f"Round {view.round + 1} of {view.rounds}. Pie: {self.pie}."]
+
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        result = "deal" if r.deal else "breakdown"
+        return (
+            f"- Round {r.round + 1}: you demanded {r.action_of(view.player)}, opponent "
+            f"demanded {r.action_of(view.opponent)}, {result} "
+            f"(you {fmt_num(r.payoffs[view.player])}, opponent {fmt_num(r.payoffs[view.opponent])})"
+        )
 
     def default_action(self, view: View) -> Action:
         """The equal split (pie // 2), clipped to the legal demands."""

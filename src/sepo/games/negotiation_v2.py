@@ -103,39 +103,32 @@ class NegotiationV2(TextGame):
     def new_state(self) -> NegotiationV2State:
         return NegotiationV2State(self)
 
-    def render(self, view: View) -> str:
-        pool = view.pool or ()
-        values = view.item_values or ()
-        lines = [f"Round {view.round + 1} of {view.rounds}."]
-        lines.append(
+    def state_lines(self, view: View) -> list[str]:
+        pool, values = view.pool or (), view.item_values or ()
+        return [
+            f"Round {view.round + 1} of {view.rounds}.",
             "Items (units available): "
             + ", ".join(f"{n} {name}" for n, name in zip(pool, ITEMS, strict=True))
-            + "."
-        )
-        lines.append(
+            + ".",
             "Your private values per unit: "
             + ", ".join(f"{name} {v}" for v, name in zip(values, ITEMS, strict=True))
-            + "."
+            + ".",
+        ]
+
+    def round_line(self, r: RoundOutcome, view: View) -> str:
+        result = "deal" if r.deal else "breakdown"
+        return (
+            f"- Round {r.round + 1}: you demanded {self.format_action(r.action_of(view.player))}, "
+            f"opponent demanded {self.format_action(r.action_of(view.opponent))}, {result} "
+            f"(you {fmt_num(r.payoffs[view.player])}, opponent {fmt_num(r.payoffs[view.opponent])})"
         )
-        if view.history:
-            lines.append("History:")
-            for r in view.history:
-                me, them = r.action_of(view.player), r.action_of(view.opponent)
-                result = "deal" if r.deal else "breakdown"
-                lines.append(
-                    f"- Round {r.round + 1}: you demanded {self.format_action(me)}, opponent "
-                    f"demanded {self.format_action(them)}, {result} "
-                    f"(you {fmt_num(r.payoffs[view.player])}, "
-                    f"opponent {fmt_num(r.payoffs[view.opponent])})"
-                )
-        else:
-            lines.append("No rounds played yet.")
-        lines.append(scores_line(view))
-        lines.append(
+
+    def format_footer(self, view: View) -> str:
+        pool = view.pool or ()
+        return (
             "Write your demand alone on the last line as [books, hats, balls], each between 0 "
             "and the units available, e.g. " + format_vector([n // 2 for n in pool]) + "."
         )
-        return "\n".join(lines)
 
     def default_action(self, view: View) -> Action:
         """Half of every item, rounded down: a demand that always fits with a fair partner."""

@@ -7,6 +7,12 @@ deals and values whatever the opponent or the batch (common random numbers acros
 opponents), and the same transcript whenever the policy is deterministic under its own
 seed. The agent is always player 0.
 
+Each episode is one chat conversation: the system prompt (rules), then for every agent
+decision a user message with the observation and the agent's answer as an assistant
+message. The first observation shows the whole history; later ones show only the rounds
+finished since the agent's previous move (the rest is already in the conversation). A
+model therefore sees exactly the token sequence that GRPO trains on.
+
 Invalid answers go through the fallback ladder (SPEC §2): the policy's own recovery
 (constrained choice or re-prompt), then the game's documented default action. Each turn
 records what happened.
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 
 from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
 from sepo.core.types import Action, Game, State, Strategy
-from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Recovery
+from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Message, Recovery
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class _Live:
     chance_rng: random.Random
     opponent_rng: random.Random
     turns: list[TurnRecord] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    seen_rounds: int = 0
+    """Rounds already shown to the agent in its conversation."""
 
 
 def sample_chance(state: State, rng: random.Random) -> None:
@@ -107,13 +116,14 @@ def run_episodes(
         still = []
         for k, i in enumerate(pending):
             live, req = lives[i], requests[k]
+            raw = texts[k] if isinstance(texts[k], str) else repr(texts[k])
             action, fallback, recovery_raw = _resolve_action(live, req, parsed[k].action, recoveries.get(k))
             view = req.view
             live.turns.append(
                 TurnRecord(
                     round=view.round,
                     observation=req.messages[-1]["content"],
-                    raw=texts[k] if isinstance(texts[k], str) else repr(texts[k]),
+                    raw=raw,
                     parsed=parsed[k].action,
                     action=action,
                     fallback=fallback,
@@ -123,6 +133,7 @@ def run_episodes(
                     card=view.card,
                 )
             )
+            live.messages.append({"role": "assistant", "content": raw})
             moves: dict[int, Action] = {AGENT: action}
             if OPPONENT in live.state.to_move():
                 opp_view = live.state.view(OPPONENT)
@@ -150,16 +161,17 @@ def run_episodes(
 def _request(index: int, live: _Live) -> DecisionRequest:
     game = live.spec.game
     view = live.state.view(AGENT)
+    if not live.messages:
+        live.messages.append({"role": "system", "content": game.system_prompt()})
+    live.messages.append({"role": "user", "content": game.render(view, since=live.seen_rounds)})
+    live.seen_rounds = len(view.history)
     return DecisionRequest(
         episode=index,
         turn=len(live.turns),
         game=game.facts.name,
         seed=live.spec.seed,
         view=view,
-        messages=(
-            {"role": "system", "content": game.system_prompt()},
-            {"role": "user", "content": game.render(view)},
-        ),
+        messages=tuple(live.messages),
         legal_texts=tuple(game.format_action(a) for a in view.legal),
     )
 
