@@ -164,6 +164,10 @@ def metrics_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
     return table
 
 
+def _advance_bar(bar: Progress, task: Any, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
+
+
 # -- commands -------------------------------------------------------------------------
 
 
@@ -174,15 +178,27 @@ def games() -> None:
     from sepo.opponents import pools_for
 
     table = Table(title="sepo games")
-    for col in ("game", "rounds", "actions", "max payoff", "zero-sum", "moves", "pools (train/exploit/coll/held-out)"):
+    for col in (
+        "game",
+        "rounds",
+        "actions",
+        "max payoff",
+        "zero-sum",
+        "moves",
+        "pools (train/exploit/coll/held-out)",
+    ):
         table.add_column(col)
     for name in game_names():
         f = make_game(name).facts
         p = pools_for(name)
-        actions = ", ".join(f.action_words) if f.action_words else {
-            "integer": "integer demand",
-            "vector": "[books, hats, balls]",
-        }.get(f.action_kind, f.action_kind)
+        actions = (
+            ", ".join(f.action_words)
+            if f.action_words
+            else {
+                "integer": "integer demand",
+                "vector": "[books, hats, balls]",
+            }.get(f.action_kind, f.action_kind)
+        )
         table.add_row(
             name,
             str(f.rounds),
@@ -198,14 +214,23 @@ def games() -> None:
 @app.command("eval")
 @cli_errors
 def eval_cmd(
-    policy: Annotated[str, typer.Option(help="scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, openai:MODEL@URL")] = "scripted:baseline",
+    policy: Annotated[
+        str,
+        typer.Option(help="scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, openai:MODEL@URL"),
+    ] = "scripted:baseline",
     game: Annotated[str, typer.Option(help="A game, a comma-separated list, or 'all'.")] = "all",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per opponent.")] = 50,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and episodes.jsonl.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for metrics.json and episodes.jsonl.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
-    adapter: Annotated[str | None, typer.Option(help="PEFT adapter directory for hf: policies.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")] = 0.0,
+    adapter: Annotated[
+        str | None, typer.Option(help="PEFT adapter directory for hf: policies.")
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")
+    ] = 0.0,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
     heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
 ) -> None:
@@ -232,10 +257,15 @@ def eval_cmd(
                     loaded[name].policy,
                     cfg,
                     strategy=loaded[name].strategy,
-                    on_step=lambda done, total, t=task: bar.update(t, completed=done, total=total),
+                    on_step=functools.partial(_advance_bar, bar, task),
                 )
             )
-    console.print(metrics_table(f"sepo eval — policy {policy}, {episodes} episodes/opponent, seed {seed}", [(r.game, r.metrics) for r in results]))
+    console.print(
+        metrics_table(
+            f"sepo eval — policy {policy}, {episodes} episodes/opponent, seed {seed}",
+            [(r.game, r.metrics) for r in results],
+        )
+    )
     for r in results:
         if r.exact is not None:
             x = r.exact
@@ -247,8 +277,13 @@ def eval_cmd(
         write_outputs(
             out,
             results,
-            extra={"policy": policy, "episodes_per_opponent": episodes, "seed": seed, "games": names,
-                   "sampling": sampling.__dict__},
+            extra={
+                "policy": policy,
+                "episodes_per_opponent": episodes,
+                "seed": seed,
+                "games": names,
+                "sampling": sampling.__dict__,
+            },
         )
         console.print(f"wrote {out / 'metrics.json'} and {out / 'episodes.jsonl'}")
 
@@ -256,11 +291,15 @@ def eval_cmd(
 @app.command()
 @cli_errors
 def exploitability(
-    policy: Annotated[str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR] or hf:PATH")],
+    policy: Annotated[
+        str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR] or hf:PATH")
+    ],
     game: Annotated[str, typer.Option(help="Only kuhn has exact exploitability.")] = "kuhn",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     adapter: Annotated[str | None, typer.Option()] = None,
-    save_strategy: Annotated[Path | None, typer.Option(help="Write the (extracted) strategy file here.")] = None,
+    save_strategy: Annotated[
+        Path | None, typer.Option(help="Write the (extracted) strategy file here.")
+    ] = None,
 ) -> None:
     """Exact exploitability of a Kuhn policy and each seat's best-response value."""
     from sepo.exact.kuhn import exploitability as exact_exploitability
@@ -276,9 +315,10 @@ def exploitability(
         loaded = load_policy(policy, game, adapter=adapter)
         strategy = extract_kuhn_strategy(loaded.policy)
     else:
-        strategy = load_policy(policy, game).strategy
-        if strategy is None:
+        known = load_policy(policy, game).strategy
+        if known is None:
             raise UsageError(f"{policy} is not a Kuhn behavioural strategy")
+        strategy = known
     if save_strategy is not None:
         if save_strategy.exists():
             raise UsageError(f"{save_strategy} exists; not overwriting it")
@@ -295,7 +335,9 @@ def exploitability(
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    console.print(f"[bold]{policy}[/]: exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})")
+    console.print(
+        f"[bold]{policy}[/]: exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})"
+    )
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
     console.print(format_frequency_table(frequency_table(strategy)), highlight=False)
@@ -315,9 +357,21 @@ def play(
 
     g = make_game(resolve_games(game)[0])
     opp = find_strategy(g.facts.name, opponent)
-    pool = next((p for p in ("train", "exploit", "collusive", "heldout") if opp in pools_for(g.facts.name).pool(p)), "custom")
-    console.print(f"[bold]{g.facts.title}[/] against {opp.name}. {g.facts.description}", highlight=False)
-    (ep,) = run_episodes([EpisodeSpec(g, opp, pool, seed)], HumanPolicy(write=lambda s: console.print(s, highlight=False)))
+    pool = next(
+        (
+            p
+            for p in ("train", "exploit", "collusive", "heldout")
+            if opp in pools_for(g.facts.name).pool(p)
+        ),
+        "custom",
+    )
+    console.print(
+        f"[bold]{g.facts.title}[/] against {opp.name}. {g.facts.description}", highlight=False
+    )
+    (ep,) = run_episodes(
+        [EpisodeSpec(g, opp, pool, seed)],
+        HumanPolicy(write=lambda s: console.print(s, highlight=False)),
+    )
     console.print(
         f"\nFinal score: you {ep.agent_total:g}, {opp.name} {ep.opponent_total:g} "
         f"({ep.invalid_turns} unparsed answers)."
@@ -343,9 +397,14 @@ def model_init(
 @data_app.command("sft")
 @cli_errors
 def data_sft(
-    game: Annotated[str, typer.Option(help="A game, a comma-separated list (one mixed set), or 'all'.")],
+    game: Annotated[
+        str, typer.Option(help="A game, a comma-separated list (one mixed set), or 'all'.")
+    ],
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, valid.jsonl, card.json.")],
-    episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per game (default: the paper's decision counts).")] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Episodes per game (default: the paper's decision counts)."),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     overwrite: Annotated[bool, typer.Option()] = False,
 ) -> None:

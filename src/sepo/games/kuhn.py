@@ -15,12 +15,12 @@ import itertools
 from collections.abc import Mapping, Sequence
 
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
-from sepo.games.base import GameError, TextGame, fmt_num, scores_line
+from sepo.games.base import GameError, TextGame, fmt_num
 from sepo.games.registry import register_game
 
 CARDS = ("J", "Q", "K")
 RANK = {c: i for i, c in enumerate(CARDS)}
-DEALS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(CARDS, 2))  # type: ignore[arg-type]
+DEALS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(CARDS, 2))
 TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
 
 
@@ -86,7 +86,7 @@ class KuhnState:
     def apply_chance(self, outcome: object) -> None:
         if not self.is_chance() or outcome not in DEALS:
             raise GameError(f"{outcome!r} is not a legal deal now")
-        self._cards = outcome  # type: ignore[assignment]
+        self._cards = DEALS[DEALS.index(outcome)]
 
     def to_move(self) -> tuple[int, ...]:
         if self.is_terminal() or self.is_chance():
@@ -194,10 +194,10 @@ class Kuhn(TextGame):
     @staticmethod
     def describe_hand(r: RoundOutcome, player: int) -> str:
         """One line about a finished hand, from ``player``'s point of view."""
-        moves = ", ".join(
-            f"{'you' if p == player else 'opponent'} {a}" for p, a in r.actions
+        moves = ", ".join(f"{'you' if p == player else 'opponent'} {a}" for p, a in r.actions)
+        result = (
+            f"you {'won' if r.payoffs[player] > 0 else 'lost'} {fmt_num(abs(r.payoffs[player]))}"
         )
-        result = f"you {'won' if r.payoffs[player] > 0 else 'lost'} {fmt_num(abs(r.payoffs[player]))}"
         cards = ""
         if r.reveal is not None:
             cards = f"; showdown: your {r.reveal[player]} vs their {r.reveal[1 - player]}"
@@ -209,7 +209,9 @@ class Kuhn(TextGame):
     def state_lines(self, view: View) -> list[str]:
         lines = [f"Hand {view.round + 1} of {view.rounds}. Your card: {view.card}."]
         lines.append(
-            "You act first this hand." if view.first_actor else "Your opponent acts first this hand."
+            "You act first this hand."
+            if view.first_actor
+            else "Your opponent acts first this hand."
         )
         if view.betting:
             first = view.player if view.first_actor else view.opponent

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
-from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num, scores_line
+from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
 from sepo.games.text import format_vector
 
@@ -49,7 +49,8 @@ class NegotiationV2State(RepeatedSimultaneousState):
         return tuple(itertools.product(*(range(n + 1) for n in self.pool)))
 
     def _resolve(self, a0: Action, a1: Action) -> RoundOutcome:
-        d0, d1 = tuple(a0), tuple(a1)  # type: ignore[arg-type]
+        assert isinstance(a0, tuple) and isinstance(a1, tuple)
+        d0, d1 = a0, a1
         deal = all(x + y <= n for x, y, n in zip(d0, d1, self.pool, strict=True))
         pay = (0.0, 0.0)
         if deal:

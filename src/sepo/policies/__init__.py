@@ -38,7 +38,16 @@ _LAZY = {
     "TINY_DEFAULTS": "sepo.policies.tiny",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "TINY_DEFAULTS",
+    "ClientConfig",
+    "LocalModelPolicy",
+    "OpenAICompatPolicy",
+    "TinyModelConfig",
+    "TokenGeneration",
+    "build_tiny_model",
+    "parse_openai_spec",
+]
 
 
 def __getattr__(name: str) -> Any:

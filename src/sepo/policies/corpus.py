@@ -20,7 +20,9 @@ def game_corpus(seed: int = 0, episodes_per_game: int = 60) -> Iterator[str]:
         game = make_game(name)
         yield game.system_prompt()
         pools = pools_for(name)
-        opponents = [(p, o) for p in ("train", "exploit", "collusive", "heldout") for o in pools.pool(p)]
+        opponents = [
+            (p, o) for p in ("train", "exploit", "collusive", "heldout") for o in pools.pool(p)
+        ]
         demos, weights = zip(*demonstrators(name), strict=True)
         specs, by_seed = [], {}
         for _ in range(episodes_per_game):

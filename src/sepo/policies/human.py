@@ -39,7 +39,9 @@ class HumanPolicy:
             out.append(self._ask("> "))
         return out
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         out = []
         for req in requests:
             if self._closed:

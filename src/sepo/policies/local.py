@@ -16,20 +16,24 @@ adapter on top:
   that did not parse.
 
 **The constrained fallback.** SPEC §2 describes one decode "that masks every logit except
-the legal actions' first tokens". :meth:`constrained_distribution` implements the
-general form of that idea: decoding restricted to the token trie of the legal actions'
-texts (each followed by the end-of-turn token). At every trie node the logits of all
-tokens that do not continue some legal action are masked, the remaining children are
-renormalised (at the sampling temperature), and the probability of an action is the
-product of those renormalised probabilities along its path. When the legal actions
-differ in their first token (COOPERATE/DEFECT, LOW/MEDIUM/HIGH, PASS/BET) the first node
-decides and every later node has one child, so this is *identical* to masking all but
-the first tokens. When they share a prefix (negotiation_v2's ``"[1, 2, 0]"`` vectors all
-start with ``"["``) first-token masking is undefined, and the trie makes the same choice
-exactly, token by token. The probabilities come from one batched scoring pass
-(:meth:`continuation_logprobs`), not from ``generate``. Temperature 0 walks the trie
-greedily; otherwise the action is drawn with a ``random.Random`` seeded from the
-sampling seed and the call counter (``top_p`` is not applied to the fallback).
+the legal actions' first tokens". :meth:`LocalModelPolicy.constrained_distributions`
+implements the general form of that idea: decoding restricted to the token trie of the
+legal actions' texts (each followed by the end-of-turn token). At every trie node the
+logits of all tokens that do not continue some legal action are masked, the remaining
+children are renormalised (at the sampling temperature), and the probability of an
+action is the product of those renormalised probabilities along its path. When the
+legal actions differ in their first token (COOPERATE/DEFECT, LOW/MEDIUM/HIGH, PASS/BET)
+the first node decides and every later node has one child, so this is *identical* to
+masking all but the first tokens. When they share a prefix (negotiation_v2's
+``"[1, 2, 0]"`` vectors all start with ``"["``) first-token masking is undefined, and the
+trie makes the choice exactly, token by token. The probabilities come from one batched
+scoring pass (:meth:`LocalModelPolicy.continuation_logprobs`), not from ``generate``.
+Temperature 0 walks the trie greedily; otherwise the action is drawn with a
+``random.Random`` seeded from the sampling seed and the call counter (``top_p`` is not
+applied to the fallback). Note that this is not the softmax of the candidates' *total*
+log-probabilities (:meth:`LocalModelPolicy.score_continuations`), which also weighs the
+forced tail tokens; that sequence-level distribution is the right one for "the
+probability that the whole answer is exactly this action".
 
 Run it by hand (after ``pip install -e '.[train]'``)::
 
@@ -259,7 +263,9 @@ class LocalModelPolicy:
         )
         return [g.text for g in generations]
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         """Constrained fallback: pick one legal action per request (module docstring).
 
         ``outputs`` (the unparseable answers) are not used: the choice conditions on the
@@ -360,7 +366,9 @@ class LocalModelPolicy:
         return results
 
     def _generation_config(self, cfg: SamplingConfig, with_logprobs: bool) -> Any:
-        from transformers import GenerationConfig
+        import transformers
+
+        generation_config: Any = transformers.GenerationConfig
 
         # Every field that a checkpoint's generation_config.json could otherwise fill in
         # (top_k, min_p, repetition_penalty, ...) is set, so SamplingConfig is the whole story.
@@ -376,8 +384,8 @@ class LocalModelPolicy:
             "output_logits": with_logprobs,
         }
         if cfg.temperature <= 0.0:
-            return GenerationConfig(do_sample=False, **common)
-        return GenerationConfig(
+            return generation_config(do_sample=False, **common)
+        return generation_config(
             do_sample=True,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
@@ -643,7 +651,9 @@ class _seeded:
     def __init__(self, seed: int, device: Any) -> None:
         import torch
 
-        devices = [device.index or 0] if device.type == "cuda" else []
+        devices: list[int] = []
+        if device.type == "cuda":
+            devices = [device.index if device.index is not None else torch.cuda.current_device()]
         self._fork = torch.random.fork_rng(devices=devices)
         self.seed = seed
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from sepo.rollout.protocol import (
@@ -81,7 +81,9 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
     if cut >= 0:
         model, base_url = body[:cut], body[cut + 1 :]
     elif "@" in body:
-        raise ValueError(f"bad model spec {spec!r}: the base URL must start with http(s)://; {hint}")
+        raise ValueError(
+            f"bad model spec {spec!r}: the base URL must start with http(s)://; {hint}"
+        )
     model = model.strip()
     if not model:
         raise ValueError(f"bad model spec {spec!r}: no model name; {hint}")
@@ -195,7 +197,9 @@ class OpenAICompatPolicy:
             [request_seed(self.sampling.seed, r.seed, r.turn) for r in requests],
         )
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         """One re-prompt per unparseable answer: its conversation, the bad answer, and a
         user message that lists the legal actions."""
         conversations = [
@@ -228,9 +232,17 @@ class OpenAICompatPolicy:
         if not conversations:
             return []
         call = self._next_call()
-        seed_list = list(seeds) if seeds is not None else [self.sampling.seed + i for i in range(len(conversations))]
+        seed_list = (
+            list(seeds)
+            if seeds is not None
+            else [self.sampling.seed + i for i in range(len(conversations))]
+        )
         jobs = [
-            (list(messages), seed_list[i], random.Random(f"sepo-openai:{self.sampling.seed}:{call}:{i}"))
+            (
+                list(messages),
+                seed_list[i],
+                random.Random(f"sepo-openai:{self.sampling.seed}:{call}:{i}"),
+            )
             for i, messages in enumerate(conversations)
         ]
         workers = min(self.config.max_concurrency, len(jobs))
@@ -261,7 +273,7 @@ class OpenAICompatPolicy:
         s = self.sampling
         response = self._client.chat.completions.create(
             model=self.model,
-            messages=messages,
+            messages=cast(Any, messages),  # plain role/content dicts
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_new_tokens,

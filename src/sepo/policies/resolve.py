@@ -59,7 +59,9 @@ def load_policy(
         )
     if kind == "strategy":
         if game != "kuhn":
-            raise PolicySpecError("strategy:FILE policies are Kuhn behavioural strategies; use --game kuhn")
+            raise PolicySpecError(
+                "strategy:FILE policies are Kuhn behavioural strategies; use --game kuhn"
+            )
         strategy = KuhnStrategy.from_json(target)
         return LoadedPolicy(ScriptedPolicy(strategy), strategy)
     if spec == "human":
@@ -69,18 +71,25 @@ def load_policy(
     if kind in ("tiny", "hf"):
         path = target or str(DEFAULT_TINY_DIR)
         if kind == "tiny" and not Path(path).is_dir():
-            raise PolicySpecError(f"no tiny model at {path}; build one with `sepo model init --out {path}`")
+            raise PolicySpecError(
+                f"no tiny model at {path}; build one with `sepo model init --out {path}`"
+            )
         from sepo.policies.local import LocalModelPolicy
 
         try:
             policy = LocalModelPolicy.load(path, adapter=adapter, sampling=sampling, name=spec)
         except OSError as exc:
-            raise PolicySpecError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
+            raise PolicySpecError(
+                f"cannot load model {path!r}: {str(exc).splitlines()[0]}"
+            ) from None
         return LoadedPolicy(policy)
     if kind == "openai":
         from sepo.policies.openai_compat import OpenAICompatPolicy
 
-        return LoadedPolicy(OpenAICompatPolicy.from_spec(spec, sampling=sampling))
+        try:
+            return LoadedPolicy(OpenAICompatPolicy.from_spec(spec, sampling=sampling))
+        except ValueError as exc:
+            raise PolicySpecError(str(exc)) from None
     raise PolicySpecError(
         f"unknown policy {spec!r}; use scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, "
         "openai:MODEL@URL or human"

@@ -85,7 +85,6 @@ class TinyModelConfig:
     num_key_value_heads: int = 4
     max_position_embeddings: int = 2048
     """Longest prompt plus answer in tokens; game observations stay well below it."""
-    rope_theta: float = 10000.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     """Share the input embedding and the LM head (saves ``vocab * hidden`` parameters)."""
@@ -104,8 +103,10 @@ def train_tiny_tokenizer(corpus: Iterable[str], config: TinyModelConfig = TINY_D
     Byte-level BPE covers every string (no unknown token), so the model can read any
     observation even if the corpus missed a character.
     """
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+
+    hf: Any = transformers  # untyped constructors; the result is used as Any
 
     texts = [t for t in corpus if t]
     backend = Tokenizer(models.BPE())
@@ -119,7 +120,7 @@ def train_tiny_tokenizer(corpus: Iterable[str], config: TinyModelConfig = TINY_D
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return PreTrainedTokenizerFast(
+    return hf.PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=END,
@@ -144,13 +145,15 @@ def build_tiny_model(
     Returns ``out_dir``, which then loads with ``AutoModelForCausalLM.from_pretrained``.
     """
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    import transformers
+
+    hf: Any = transformers
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tiny_tokenizer(corpus, config)
     end_id = int(tokenizer.convert_tokens_to_ids(END))
-    llama = LlamaConfig(
+    llama = hf.LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -158,7 +161,6 @@ def build_tiny_model(
         num_attention_heads=config.num_attention_heads,
         num_key_value_heads=config.num_key_value_heads,
         max_position_embeddings=config.max_position_embeddings,
-        rope_theta=config.rope_theta,
         initializer_range=config.initializer_range,
         tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=int(tokenizer.convert_tokens_to_ids(BOS)),
@@ -167,8 +169,8 @@ def build_tiny_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(llama)
-    model.generation_config = GenerationConfig(
+        model = hf.LlamaForCausalLM(llama)
+    model.generation_config = hf.GenerationConfig(
         bos_token_id=llama.bos_token_id,
         eos_token_id=end_id,
         pad_token_id=llama.pad_token_id,

@@ -66,5 +66,7 @@ class DemonstratorPolicy:
             out.append(f"{reasoning(req.game, req.view, action)}\n{format_action(action)}")
         return out
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         return [Recovery(text=None) for _ in requests]

@@ -117,7 +117,9 @@ def run_episodes(
         for k, i in enumerate(pending):
             live, req = lives[i], requests[k]
             raw = texts[k] if isinstance(texts[k], str) else repr(texts[k])
-            action, fallback, recovery_raw = _resolve_action(live, req, parsed[k].action, recoveries.get(k))
+            action, fallback, recovery_raw = _resolve_action(
+                live, req, parsed[k].action, recoveries.get(k)
+            )
             view = req.view
             live.turns.append(
                 TurnRecord(

@@ -75,7 +75,9 @@ class AgentPolicy(Protocol):
         """Answer every request (one batch: one ``generate`` call for local models)."""
         ...
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         """Second attempt for answers that did not parse (same order as ``requests``)."""
         ...
 

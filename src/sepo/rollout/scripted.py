@@ -29,5 +29,7 @@ class ScriptedPolicy:
             out.append(format_action(self.strategy.act(req.view, rng)))
         return out
 
-    def recover(self, requests: Sequence[DecisionRequest], outputs: Sequence[str]) -> list[Recovery]:
+    def recover(
+        self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
+    ) -> list[Recovery]:
         return [Recovery(text=None) for _ in requests]

@@ -31,8 +31,8 @@ from sepo.core.records import EpisodeRecord
 from sepo.games import make_game
 from sepo.games.text import format_action
 from sepo.opponents import demonstrators, find_strategy, pools_for
-from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.demonstrator import DemonstratorPolicy
+from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import Message
 
 #: Paper dataset sizes (SPEC §5): decisions per domain.
@@ -97,7 +97,9 @@ def build_sft_dataset(
         opponents = [(p, o) for p in ("train", "exploit", "collusive") for o in pools.pool(p)]
         names, weights = zip(*demonstrators(g), strict=True)
         produced, k = 0, 0
-        while (episodes is None and produced < targets[g]) or (episodes is not None and k < episodes):
+        while (episodes is None and produced < targets[g]) or (
+            episodes is not None and k < episodes
+        ):
             batch = 64 if episodes is None else min(64, episodes - k)
             specs, by_seed, demo_names = [], {}, {}
             for _ in range(batch):
@@ -131,10 +133,12 @@ def dataset_card(
         },
         "per_game": dict(Counter(r["game"] for r in rows)),
         "per_demonstrator": {
-            f"{g}/{d}": n for (g, d), n in sorted(Counter((r["game"], r["demonstrator"]) for r in rows).items())
+            f"{g}/{d}": n
+            for (g, d), n in sorted(Counter((r["game"], r["demonstrator"]) for r in rows).items())
         },
         "per_action": {
-            f"{g}/{a}": n for (g, a), n in sorted(Counter((r["game"], r["action"]) for r in rows).items())
+            f"{g}/{a}": n
+            for (g, a), n in sorted(Counter((r["game"], r["action"]) for r in rows).items())
         },
         "format": "one chat example per decision: messages = [system, user observation, "
         "assistant reasoning + action on the last line] (TRL conversational format)",

@@ -1,0 +1,342 @@
+"""Tests of the embedded tiny model and the local transformers policy (CPU, seconds).
+
+Everything is built inside the test from synthetic game-like text: no download. The
+checks of :class:`LocalModelPolicy` recompute what they assert independently, with
+plain forward passes of unpadded sequences (scoring, log-probabilities, the
+first-token-mask equivalence of the constrained fallback).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from sepo.core.types import Action, View  # noqa: E402
+from sepo.policies.local import (  # noqa: E402
+    LocalModelPolicy,
+    constrained_distribution_from_tokens,
+    merge_system_message,
+)
+from sepo.policies.tiny import END, build_tiny_model  # noqa: E402
+from sepo.rollout.protocol import DecisionRequest, Message, SamplingConfig  # noqa: E402
+
+IPD = ("COOPERATE", "DEFECT")
+
+
+def synthetic_corpus(n: int = 200, seed: int = 0) -> list[str]:
+    """Game-like text: IPD rounds, Kuhn cards, auction bids, negotiation vectors."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        mine, theirs = rng.choice(IPD), rng.choice(IPD)
+        texts.append(
+            f"Round {rng.randint(1, 8)} of 8. You played {mine}; the opponent played "
+            f"{theirs}. Scores: you {rng.randint(0, 40)}, opponent {rng.randint(0, 40)}.\n"
+            f"Legal actions: COOPERATE, DEFECT\nWrite your action alone on the last line.\n{mine}"
+        )
+        texts.append(
+            f"Your card is {rng.choice('JQK')}. Legal actions: PASS, BET. "
+            f"Bid {rng.choice(['LOW', 'MEDIUM', 'HIGH'])} with value {rng.choice([2, 4])}. "
+            f"Demand [{rng.randint(0, 4)}, {rng.randint(0, 4)}, {rng.randint(0, 4)}]."
+        )
+    return texts
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", synthetic_corpus(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def greedy(model_dir: Path) -> LocalModelPolicy:
+    return LocalModelPolicy.load(
+        str(model_dir), device="cpu", sampling=SamplingConfig(temperature=0.0, max_new_tokens=10)
+    )
+
+
+def make_request(
+    episode: int,
+    legal: tuple[Action, ...] = IPD,
+    legal_texts: tuple[str, ...] = IPD,
+    padding: int = 0,
+) -> DecisionRequest:
+    view = View(
+        game="ipd",
+        player=0,
+        round=episode % 8,
+        rounds=8,
+        history=(),
+        legal=legal,
+        scores=(float(episode), 0.0),
+    )
+    user = (
+        f"Round {episode % 8 + 1} of 8."
+        + " The opponent played COOPERATE." * padding
+        + f"\nLegal actions: {', '.join(legal_texts)}\nWrite your action alone on the last line."
+    )
+    messages: tuple[Message, ...] = (
+        {"role": "system", "content": "You play a repeated game."},
+        {"role": "user", "content": user},
+    )
+    return DecisionRequest(
+        episode=episode,
+        turn=0,
+        game="ipd",
+        seed=episode,
+        view=view,
+        messages=messages,
+        legal_texts=legal_texts,
+    )
+
+
+REQUESTS = [make_request(e, padding=3 * e) for e in range(5)]
+
+
+def plain_logprobs(policy: LocalModelPolicy, ids: list[int]) -> Any:
+    """Log-softmax of the model at every position of one unpadded sequence."""
+    with torch.no_grad():
+        logits = policy.model(input_ids=torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+# ---------------------------------------------------------------------- tiny model
+
+
+def test_build_is_deterministic_in_the_seed(tmp_path: Path) -> None:
+    corpus = synthetic_corpus()
+    rng_before = torch.random.get_rng_state()
+    a = build_tiny_model(tmp_path / "a", corpus, seed=0)
+    b = build_tiny_model(tmp_path / "b", corpus, seed=0)
+    c = build_tiny_model(tmp_path / "c", corpus, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), rng_before), "global RNG left untouched"
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "tokenizer.json").read_bytes() == (c / "tokenizer.json").read_bytes()
+    assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
+    meta = json.loads((c / "sepo_model.json").read_text())
+    assert meta["seed"] == 1
+    assert meta["config"]["hidden_size"] == 192
+
+
+def test_size_and_reload(model_dir: Path) -> None:
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 <= n_params <= 5_000_000
+    assert json.loads((model_dir / "sepo_model.json").read_text())["num_parameters"] == n_params
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.tie_word_embeddings
+    end_id = tokenizer.convert_tokens_to_ids(END)
+    assert tokenizer.eos_token == END
+    assert model.generation_config.eos_token_id == end_id
+    assert tokenizer.pad_token_id not in (None, end_id)
+
+
+def test_chat_template_closes_the_assistant_turn_with_the_stop_token(model_dir: Path) -> None:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    messages = [
+        {"role": "system", "content": "Rules."},
+        {"role": "user", "content": "Legal actions: COOPERATE, DEFECT"},
+        {"role": "assistant", "content": "Trust first.\nCOOPERATE"},
+    ]
+    prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert prompt.startswith("<|bos|><|system|>\nRules.<|end|>\n<|user|>\n")
+    assert prompt.endswith("<|assistant|>\n")
+    assert full == prompt + "Trust first.\nCOOPERATE<|end|>\n"
+    # Prefix preserving: earlier turns render the same whatever follows.
+    assert full.startswith(tokenizer.apply_chat_template(messages[:2], tokenize=False))
+    # {% generation %} marks exactly the answer and its stop token (TRL assistant_only_loss).
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    assert masked[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(masked) == "Trust first.\nCOOPERATE<|end|>"
+    # Gemma-style rejection of unknown roles.
+    with pytest.raises(Exception, match="unsupported chat role"):
+        tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_trl_accepts_the_template(model_dir: Path) -> None:
+    chat_utils = pytest.importorskip("trl.chat_template_utils")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    assert chat_utils.has_generation_markers(tokenizer.chat_template)
+    assert chat_utils.is_chat_template_stop_token_trained(tokenizer)
+
+
+def test_importing_policies_does_not_import_torch() -> None:
+    code = "import sys, sepo.policies; assert 'torch' not in sys.modules; assert 'openai' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------- generation
+
+
+def test_respond_batch_is_seeded(model_dir: Path) -> None:
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=5)
+    first = LocalModelPolicy.load(str(model_dir), device="cpu", sampling=sampling)
+    second = LocalModelPolicy.load(str(model_dir), device="cpu", sampling=sampling)
+    other = LocalModelPolicy.load(
+        str(model_dir),
+        device="cpu",
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=12, seed=6),
+    )
+    rng_before = torch.random.get_rng_state()
+    answers = first.respond(REQUESTS)
+    assert torch.equal(torch.random.get_rng_state(), rng_before), "global RNG left untouched"
+    assert len(answers) == 5 and all(isinstance(a, str) for a in answers)
+    assert second.respond(REQUESTS) == answers
+    assert other.respond(REQUESTS) != answers
+    assert first.respond(REQUESTS) != answers, "the call counter advances the seed"
+    assert first.stats.counts["local/generate_calls"] == 2
+
+
+def test_left_padding_does_not_change_greedy_answers(greedy: LocalModelPolicy) -> None:
+    conversations = [r.messages for r in REQUESTS]
+    batched = greedy.generate_tokens(conversations)
+    assert len({len(g.prompt_ids) for g in batched}) == 5, "prompts of different lengths"
+    for conversation, together in zip(conversations, batched, strict=True):
+        (alone,) = greedy.generate_tokens([conversation])
+        assert alone.completion_ids == together.completion_ids
+        assert alone.text == together.text
+        assert alone.logprobs == pytest.approx(together.logprobs, abs=1e-4)
+    micro = LocalModelPolicy(
+        greedy.model, greedy.tokenizer, sampling=greedy.sampling, max_batch_size=2
+    )
+    assert [g.completion_ids for g in micro.generate_tokens(conversations)] == [
+        g.completion_ids for g in batched
+    ]
+
+
+def test_generate_tokens_logprobs_are_the_raw_model(greedy: LocalModelPolicy) -> None:
+    sampled = LocalModelPolicy(
+        greedy.model, greedy.tokenizer, sampling=SamplingConfig(temperature=0.7, top_p=0.9, seed=1)
+    )
+    conversations = [r.messages for r in REQUESTS[:3]]
+    for conversation, gen in zip(
+        conversations, sampled.generate_tokens(conversations), strict=True
+    ):
+        assert gen.prompt_ids == greedy.encode_prompt(conversation)
+        assert len(gen.logprobs) == len(gen.completion_ids) > 0
+        logp = plain_logprobs(greedy, gen.prompt_ids + gen.completion_ids)
+        start = len(gen.prompt_ids)
+        expected = [float(logp[start - 1 + i, tok]) for i, tok in enumerate(gen.completion_ids)]
+        assert gen.logprobs == pytest.approx(expected, abs=1e-4)
+        assert gen.finished == (gen.completion_ids[-1] in greedy.stop_ids)
+        assert END not in gen.text
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def test_score_continuations_matches_a_plain_forward_pass(greedy: LocalModelPolicy) -> None:
+    tokenizer = greedy.tokenizer
+    short, long = REQUESTS[0].messages, REQUESTS[4].messages
+    scores = greedy.score_continuations(
+        [long, short], [["COOPERATE", "DEFECT", "[1, 2, 0]"], ["COOPERATE", "DEFECT"]]
+    )
+    assert [len(row) for row in scores] == [3, 2]
+    # Independent: the template's prompt ids, the answer encoded alone plus <|end|>,
+    # one unpadded forward pass, the sum of log-softmax at the answer's positions.
+    prompt = tokenizer.apply_chat_template(
+        list(short), tokenize=True, add_generation_prompt=True, return_dict=False
+    )
+    answer = [*tokenizer.encode("DEFECT", add_special_tokens=False), tokenizer.eos_token_id]
+    logp = plain_logprobs(greedy, prompt + answer)
+    expected = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer))
+    assert scores[1][1] == pytest.approx(expected, abs=1e-4)
+    without_end = greedy.score_continuations([short], [["DEFECT"]], end_turn=False)[0][0]
+    expected_without = expected - float(logp[len(prompt) + len(answer) - 2, answer[-1]])
+    assert without_end == pytest.approx(expected_without, abs=1e-4)
+
+
+def test_constrained_distribution_equals_first_token_masking(greedy: LocalModelPolicy) -> None:
+    """SPEC §2's fallback: mask every logit except the legal actions' first tokens."""
+    tokenizer = greedy.tokenizer
+    messages = REQUESTS[2].messages
+    words = ("COOPERATE", "DEFECT")
+    firsts = [tokenizer.encode(w, add_special_tokens=False)[0] for w in words]
+    assert len(set(firsts)) == 2
+    prompt = greedy.encode_prompt(messages)
+    logits = plain_logprobs(greedy, prompt)[-1]
+    for temperature in (1.0, 0.5):
+        masked = torch.tensor([float(logits[t]) for t in firsts]) / temperature
+        expected = torch.softmax(masked, dim=0).tolist()
+        got = greedy.constrained_distributions([messages], [words], temperature)[0]
+        assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_trie_distribution_by_hand() -> None:
+    ln = math.log
+    # Different first tokens: only the first token counts (tails are forced).
+    probs = constrained_distribution_from_tokens(
+        [[1, 7, 9], [2, 9]], [[ln(0.2), ln(0.01), ln(0.5)], [ln(0.6), ln(0.9)]], 1.0
+    )
+    assert probs == pytest.approx([0.25, 0.75])
+    # A shared prefix "[": decided at the second token, renormalised there.
+    seqs = [[5, 1, 9], [5, 2, 9], [6, 9]]
+    lps = [[ln(0.3), ln(0.1), ln(1.0)], [ln(0.3), ln(0.3), ln(1.0)], [ln(0.1), ln(1.0)]]
+    probs = constrained_distribution_from_tokens(seqs, lps, 1.0)
+    assert probs == pytest.approx([0.75 * 0.25, 0.75 * 0.75, 0.25])
+    assert constrained_distribution_from_tokens(seqs, lps, 0.0) == [0.0, 1.0, 0.0]
+    # One candidate a prefix of another: sequence-level softmax instead.
+    probs = constrained_distribution_from_tokens(
+        [[4], [4, 8]], [[ln(0.5)], [ln(0.5), ln(0.5)]], 1.0
+    )
+    assert probs == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_recover_always_returns_a_legal_choice(greedy: LocalModelPolicy) -> None:
+    vectors = ((1, 2, 0), (1, 3, 0), (0, 2, 1), (2, 2, 0))
+    cases = [
+        make_request(0),
+        make_request(1, legal=("PASS", "BET"), legal_texts=("PASS", "BET")),
+        make_request(2, legal=tuple(range(1, 10)), legal_texts=tuple(str(i) for i in range(1, 10))),
+        make_request(
+            3,
+            legal=vectors,
+            legal_texts=tuple(f"[{a}, {b}, {c}]" for a, b, c in vectors),
+        ),
+    ]
+    outputs = ["no idea"] * len(cases)
+    sampled = LocalModelPolicy(
+        greedy.model, greedy.tokenizer, sampling=SamplingConfig(temperature=1.0, seed=2)
+    )
+    for policy in (greedy, sampled):
+        for _ in range(3):
+            for request, rec in zip(cases, policy.recover(cases, outputs), strict=True):
+                assert rec.kind == "constrained"
+                assert rec.chosen in request.view.legal
+                assert rec.text == request.legal_texts[request.view.legal.index(rec.chosen)]
+    greedy_choices = [r.chosen for r in greedy.recover(cases, outputs)]
+    assert greedy_choices == [r.chosen for r in greedy.recover(cases, outputs)]
+    for request, choice in zip(cases, greedy_choices, strict=True):
+        dist = greedy.constrained_distributions([request.messages], [request.legal_texts], 0.0)[0]
+        assert request.view.legal[dist.index(1.0)] == choice
+
+
+def test_templates_without_a_system_role_get_it_merged(greedy: LocalModelPolicy) -> None:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(greedy.tokenizer.name_or_path)
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + tokenizer.chat_template
+    )
+    policy = LocalModelPolicy(greedy.model, tokenizer, sampling=greedy.sampling)
+    answers = policy.respond(REQUESTS[:2])
+    assert len(answers) == 2
+    prompt = policy.render_prompt(REQUESTS[0].messages)
+    assert "<|system|>" not in prompt
+    assert "You play a repeated game.\n\nRound 1 of 8." in prompt
+    assert merge_system_message(REQUESTS[0].messages)[0]["role"] == "user"
+    assert policy.recover(REQUESTS[:1], ["?"])[0].chosen in IPD
