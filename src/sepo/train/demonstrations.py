@@ -3,15 +3,13 @@
 Rule-based demonstrators (one drawn per episode from the game's mixture in
 ``sepo.opponents.<game>.DEMONSTRATORS``) play whole episodes against the game's train,
 exploit and collusive opponents (never the held-out pool) through the same rollout
-engine, renderer and parser that evaluation uses. Each agent decision becomes one chat
-example: the system prompt and observation exactly as the engine sends them, and an
-assistant answer made of one short templated reasoning sentence and the action alone on
-the last line.
+engine, renderer and parser that evaluation uses. Each assistant turn is one short
+templated reasoning sentence and the action alone on the last line.
 
-Why one row per decision, not one multi-turn conversation per episode: the engine shows
-every decision as a fresh two-message conversation whose observation already carries
-the whole history, so training on exactly that input is what the policy will see at play
-time. ``episode`` and ``turn`` columns keep whole episodes recoverable.
+One row is one whole episode as the engine's conversation: the system prompt, then for
+each decision the observation as a user message and the demonstrator's answer as an
+assistant message, so SFT trains on exactly the token sequences the policy will see at
+play time (and that SEPO-GRPO later trains on).
 
 The split is by episode (80/20), so no episode leaks between train and valid. Everything
 is a pure function of the seed. No torch is needed here.
@@ -53,29 +51,28 @@ class SFTDataset:
     card: dict[str, Any]
 
 
-def _episode_rows(
+def episode_conversation(ep: EpisodeRecord, system: str) -> list[Message]:
+    """The whole conversation of an episode, exactly as the engine built it."""
+    messages: list[Message] = [{"role": "system", "content": system}]
+    for turn in ep.turns:
+        messages.append({"role": "user", "content": turn.observation})
+        messages.append({"role": "assistant", "content": turn.raw})
+    return messages
+
+
+def _episode_row(
     ep: EpisodeRecord, system: str, demonstrator: str, episode_id: str
-) -> list[dict[str, Any]]:
-    rows = []
-    for t, turn in enumerate(ep.turns):
-        messages: list[Message] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": turn.observation},
-            {"role": "assistant", "content": turn.raw},
-        ]
-        rows.append(
-            {
-                "messages": messages,
-                "game": ep.game,
-                "demonstrator": demonstrator,
-                "opponent": ep.opponent,
-                "pool": ep.pool,
-                "episode": episode_id,
-                "turn": t,
-                "action": format_action(turn.action),
-            }
-        )
-    return rows
+) -> dict[str, Any]:
+    return {
+        "messages": episode_conversation(ep, system),
+        "game": ep.game,
+        "demonstrator": demonstrator,
+        "opponent": ep.opponent,
+        "pool": ep.pool,
+        "episode": episode_id,
+        "decisions": len(ep.turns),
+        "actions": [format_action(t.action) for t in ep.turns],
+    }
 
 
 def build_sft_dataset(
@@ -112,9 +109,9 @@ def build_sft_dataset(
             for ep in run_episodes(specs, DemonstratorPolicy(by_seed)):
                 if episodes is None and produced >= targets[g]:
                     break
-                rows = _episode_rows(ep, game.system_prompt(), demo_names[ep.seed], f"{g}-{k}")
-                (valid if rng.random() < VALID_FRACTION else train).extend(rows)
-                produced += len(rows)
+                row = _episode_row(ep, game.system_prompt(), demo_names[ep.seed], f"{g}-{k}")
+                (valid if rng.random() < VALID_FRACTION else train).append(row)
+                produced += row["decisions"]
                 k += 1
     return SFTDataset(train, valid, dataset_card(train, valid, games, seed))
 
@@ -123,25 +120,31 @@ def dataset_card(
     train: list[dict[str, Any]], valid: list[dict[str, Any]], games: Sequence[str], seed: int
 ) -> dict[str, Any]:
     rows = train + valid
+
+    def decisions(part: list[dict[str, Any]]) -> int:
+        return sum(int(r["decisions"]) for r in part)
+
+    per_action: Counter[tuple[str, str]] = Counter()
+    for r in rows:
+        per_action.update((r["game"], a) for a in r["actions"])
     return {
         "games": list(games),
         "seed": seed,
-        "decisions": {"train": len(train), "valid": len(valid), "total": len(rows)},
-        "episodes": {
-            "train": len({r["episode"] for r in train}),
-            "valid": len({r["episode"] for r in valid}),
+        "decisions": {
+            "train": decisions(train),
+            "valid": decisions(valid),
+            "total": decisions(rows),
         },
-        "per_game": dict(Counter(r["game"] for r in rows)),
-        "per_demonstrator": {
+        "episodes": {"train": len(train), "valid": len(valid)},
+        "per_game_decisions": {g: decisions([r for r in rows if r["game"] == g]) for g in games},
+        "per_demonstrator_episodes": {
             f"{g}/{d}": n
             for (g, d), n in sorted(Counter((r["game"], r["demonstrator"]) for r in rows).items())
         },
-        "per_action": {
-            f"{g}/{a}": n
-            for (g, a), n in sorted(Counter((r["game"], r["action"]) for r in rows).items())
-        },
-        "format": "one chat example per decision: messages = [system, user observation, "
-        "assistant reasoning + action on the last line] (TRL conversational format)",
+        "per_action": {f"{g}/{a}": n for (g, a), n in sorted(per_action.items())},
+        "format": "one chat conversation per episode (TRL conversational format): system "
+        "prompt, then per decision the observation (user) and reasoning + action on the last "
+        "line (assistant)",
     }
 
 
