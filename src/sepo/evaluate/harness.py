@@ -53,12 +53,14 @@ class GameEvaluation:
         return out
 
 
-def episode_specs(game_name: str, cfg: EvalConfig, opponents: Sequence[tuple[str, Strategy]] | None = None) -> list[EpisodeSpec]:
+def episode_specs(
+    game_name: str, cfg: EvalConfig, opponents: Sequence[tuple[str, Strategy]] | None = None
+) -> list[EpisodeSpec]:
     game = make_game(game_name)
     pools = pools_for(game_name)
-    pairs = opponents if opponents is not None else [
-        (p, o) for p in cfg.pools for o in pools.pool(p)
-    ]
+    pairs = (
+        opponents if opponents is not None else [(p, o) for p in cfg.pools for o in pools.pool(p)]
+    )
     return [
         EpisodeSpec(game, opp, pool, cfg.seed * 100_000 + k)
         for pool, opp in pairs
@@ -104,7 +106,9 @@ def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
     return out
 
 
-def write_outputs(out_dir: Path, evaluations: Sequence[GameEvaluation], extra: dict[str, Any] | None = None) -> None:
+def write_outputs(
+    out_dir: Path, evaluations: Sequence[GameEvaluation], extra: dict[str, Any] | None = None
+) -> None:
     """Write ``metrics.json`` and ``episodes.jsonl`` into ``out_dir`` (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = summary_json(evaluations)

@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sepo.exact.kuhn import CARDS, Exploitability, KuhnStrategy, exploitability, seat_averaged_payoff
+from sepo.exact.kuhn import (
+    CARDS,
+    Exploitability,
+    KuhnStrategy,
+    exploitability,
+    seat_averaged_payoff,
+)
 from sepo.games import make_game
 from sepo.metrics import SafetyWeights, safety, safety_weights
 from sepo.opponents import pools_for
@@ -64,7 +70,9 @@ def fold_rate_facing(agent: KuhnStrategy, opponent: KuhnStrategy) -> float:
     return folds / facing if facing > 0 else 0.0
 
 
-def kuhn_exact_metrics(agent: KuhnStrategy, weights: SafetyWeights | None = None) -> KuhnExactMetrics:
+def kuhn_exact_metrics(
+    agent: KuhnStrategy, weights: SafetyWeights | None = None
+) -> KuhnExactMetrics:
     pools = pools_for("kuhn")
     facts = make_game("kuhn").facts
     w = weights or safety_weights("kuhn")

@@ -7,7 +7,7 @@ the start of every round); the winner gets value − bid clipped at 0, the loser
 from __future__ import annotations
 
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
-from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num, scores_line
+from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
 
 BIDS: dict[str, int] = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}

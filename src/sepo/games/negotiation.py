@@ -6,7 +6,7 @@ the pie each gets its demand, otherwise both get 0 (a breakdown). Rounds are ind
 from __future__ import annotations
 
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
-from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num, scores_line
+from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
 
 

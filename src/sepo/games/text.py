@@ -4,15 +4,39 @@ Parsing rules (SPEC §2), applied to untrusted model text and never raising:
 
 1. Read the last non-empty line first, then the whole text.
 2. Word games: canonical action words match as whole words, case-insensitively. A word
-   that is negated in its own clause ("I will not BET", "never defect") does not count,
-   and a word that merely contains a stem ("No defection") is not the word. When a line
-   mentions several actions, the last un-negated legal mention wins ("DEFECT? No:
-   COOPERATE" is COOPERATE).
-3. Integer games: the last standalone integer that is a legal action.
-4. Vector games: the last bracketed triple ``[a, b, c]`` that is a legal action.
+   that merely contains a stem is not the word ("No defection", "non-cooperate",
+   "DEFECTING"). When a line mentions several actions, the last *chosen* legal mention
+   wins ("DEFECT? No: COOPERATE" is COOPERATE).
+3. Integer games: the last standalone integer that is a legal action and is chosen.
+   Standalone means written with ASCII digits and not part of a decimal, a fraction, a
+   thousands group, a signed number or a word ("5.5", "1/2", "1,000", "-5", "x5" give
+   nothing). "I demand 5 out of 10" is 5 when 10 is not a legal demand.
+4. Vector games: the last bracketed triple ``[a, b, c]`` that is a legal action and is
+   chosen.
 
-Anything else is an invalid :class:`~sepo.core.types.ParseResult`; callers count it and
-apply their fallback.
+A mention is *chosen* unless its context says otherwise. The text is cut into sentences at
+punctuation (``. , ; : ! ? ( ) [ ]``, dashes, line breaks) and sentences into clauses at
+connectives (``but so then and yet however therefore thus hence``). A mention does not
+count when
+
+- it stands in a question ("Should I BET? No." is invalid);
+- a negator, hedge or alternative marker stands in the few words before it in its clause
+  ("I will not BET", "I'd rather COOPERATE than DEFECT", "maybe DEFECT", "DEFECT over
+  COOPERATE", "neither … nor …"), a negator follows it closely ("DEFECT is not an
+  option"), or a negation is left dangling before a comma ("I will not, under any
+  circumstances, DEFECT");
+- it names the other player's move ("I COOPERATE unless they DEFECT", "I'll take 6,
+  leaving you 4") or sits in a condition or a reason ("if …", "because …", "since …") up
+  to the end of its sentence;
+- it lists options ("COOPERATE or DEFECT", "COOPERATE/DEFECT");
+- a word action is used as a noun ("a bet is risky") or in an idiom ("I bet you have the
+  K"), or a number counts something else ("round 3", "5 out of 10").
+
+A last line that is exactly one legal action (the required format) takes a fast path with
+the same result. The rules err towards *invalid* rather than a wrong action: an invalid answer is counted
+and goes through the caller's fallback (SPEC §2), a misparsed one silently plays a move
+the model did not choose. Anything unparsed is an invalid
+:class:`~sepo.core.types.ParseResult`.
 """
 
 from __future__ import annotations
@@ -27,50 +51,172 @@ _NEGATORS = frozenset(
         "not",
         "no",
         "never",
-        "don't",
-        "dont",
-        "won't",
-        "wont",
-        "cannot",
-        "can't",
-        "cant",
-        "shouldn't",
-        "wouldn't",
-        "mustn't",
-        "isn't",
+        "neither",
+        "nor",
         "without",
         "avoid",
+        "avoiding",
         "refuse",
         "against",
-        "instead",
+        # contractions written without an apostrophe (with one, any "...n't" counts)
+        "dont",
+        "wont",
+        "cant",
+        "cannot",
+        "didnt",
+        "doesnt",
+        "isnt",
+        "shouldnt",
+        "wouldnt",
+        "couldnt",
+        "mustnt",
+        "aint",
     }
 )
-#: How many words before an action word a negator may stand and still negate it.
-_NEGATION_WINDOW = 3
-_CLAUSE_BREAK = re.compile(r"[.,;:!?()\n\"]|\bbut\b", re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z']+")
-_INT = re.compile(r"(?<![\w.\-+])(\d{1,3})(?![\w]|\.\d)")
-_VECTOR = re.compile(r"\[\s*(\d{1,2})\s*,\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")
+_HEDGES = frozenset({"maybe", "perhaps", "or", "either"})
+_ALTERNATIVES = frozenset({"than", "over", "versus", "vs", "except", "besides", "instead"})
+_THIRD_PARTY = frozenset(
+    {
+        "they",
+        "they'll",
+        "they're",
+        "they'd",
+        "them",
+        "their",
+        "opponent",
+        "opponent's",
+        "opponents",
+        "you",
+        "you'll",
+        "you're",
+        "you'd",
+        "your",
+        "he",
+        "she",
+        "his",
+        "her",
+        "he'll",
+        "she'll",
+    }
+)
+#: Words that block a mention standing up to ``_WINDOW`` words after them in its clause.
+_BLOCKERS = _NEGATORS | _HEDGES | _ALTERNATIVES | _THIRD_PARTY
+_WINDOW = 6
+#: Words that block every later mention up to the end of their sentence.
+_SCOPE_MARKERS = frozenset(
+    {
+        "if",
+        "unless",
+        "whether",
+        "when",
+        "whenever",
+        "until",
+        "because",
+        "since",
+        "although",
+        "though",
+        "while",
+        "whereas",
+        "lest",
+    }
+)
+#: Connectives that start a new clause (the blocking window does not cross them).
+_CLAUSE_WORDS = frozenset(
+    {"but", "so", "then", "and", "yet", "however", "therefore", "thus", "hence"}
+)
+#: A word action right after one of these is a noun ("a bet"), not a move.
+_DETERMINERS = frozenset(
+    {"a", "an", "the", "my", "this", "that", "any", "each", "every", "some", "another"}
+)
+#: A number right after one of these counts something else ("round 3", "5 out of 10").
+_NUMBER_NOUNS = frozenset({"round", "rounds", "hand", "hands", "turn", "turns", "step", "of", "by"})
+#: A word action right before one of these is an idiom ("I bet you have the K").
+_IDIOM_FOLLOWERS = frozenset({"you", "they", "he", "she", "it", "that"})
+#: Negators that dangle at the end of a clause carry over a comma ("I will not, ever, BET");
+#: a bare "no" does not ("No, DEFECT" answers a question and plays DEFECT).
+_DANGLING = frozenset({"not", "never"})
+_SOFT_BREAKS = frozenset({",", "(", ")", "\u2014", "\u2013"})
+
+_TOKEN = re.compile(
+    r"(?P<vec>\[\s*[0-9]{1,2}\s*,\s*[0-9]{1,2}\s*,\s*[0-9]{1,2}\s*\])"
+    r"|(?P<num>(?<![\w.+\-/])(?<![0-9],)[0-9]{1,3}(?![\w/]|[.,][0-9]))"
+    r"|(?P<word>[a-z]+(?:['-][a-z]+)*)"
+    r"|(?P<alt>[/|])"
+    r"|(?P<punct>[.,;:!?()\[\]\n\u2014\u2013])"
+)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _MAX_TEXT = 20_000
 """Longer outputs are cut to their tail: the answer is required on the last line."""
 
 
-def _clause_words(text: str) -> list[list[str]]:
-    return [[w.lower() for w in _WORD.findall(c)] for c in _CLAUSE_BREAK.split(text)]
+def _is_blocker(word: str) -> bool:
+    return word in _BLOCKERS or word.endswith("n't")
 
 
-def _word_mentions(text: str, words: Sequence[str]) -> list[str]:
-    """Un-negated whole-word mentions of ``words`` in ``text``, in order."""
-    wanted = {w.lower(): w for w in words}
-    found: list[str] = []
-    for clause in _clause_words(text):
-        for i, token in enumerate(clause):
-            if token not in wanted:
+def _chosen_mentions(text: str, kind: ActionKind, words: Sequence[str]) -> list[Action]:
+    """Every chosen mention of an action of ``kind`` in ``text``, in order (rules above)."""
+    wanted = {w.lower(): w for w in words} if kind == "word" else {}
+    found: list[Action] = []
+    # The current sentence: mentions kept from its earlier clauses, whether a scope marker
+    # silenced the rest of it, and whether a negation left dangling before a comma silences
+    # all of it. The current clause: its words and its mentions (position, action).
+    sentence: list[Action] = []
+    scoped = carried = False
+    clause: list[str] = []
+    in_clause: list[tuple[int, Action]] = []
+
+    def end_clause() -> None:
+        nonlocal clause, in_clause
+        sentence.extend(a for _, a in in_clause)
+        clause, in_clause = [], []
+
+    def end_sentence(terminator: str) -> None:
+        nonlocal sentence, scoped, carried
+        dangling = bool(clause) and (clause[-1] in _DANGLING or clause[-1].endswith("n't"))
+        end_clause()
+        if terminator != "?" and not carried:
+            found.extend(sentence)
+        carried = terminator in _SOFT_BREAKS and (dangling or (carried and not sentence))
+        sentence, scoped = [], False
+
+    for m in _TOKEN.finditer(text.translate(_APOSTROPHES).lower()):
+        group, token = m.lastgroup, m.group()
+        if group == "punct":
+            end_sentence(token)
+            continue
+        action: Action | None = None
+        if group == "word" or group == "alt":
+            token = "or" if group == "alt" else token
+            if token == "but" and clause[-1:] == ["anything"]:
+                token = "not"  # "anything but DEFECT"
+            elif token in _CLAUSE_WORDS:
+                end_clause()
                 continue
-            before = clause[max(0, i - _NEGATION_WINDOW) : i]
-            if any(b in _NEGATORS or b.endswith("n't") for b in before):
-                continue
-            found.append(wanted[token])
+            if (
+                in_clause
+                and in_clause[-1][0] == len(clause) - 1
+                and (token == "or" or (kind == "word" and token in _IDIOM_FOLLOWERS))
+            ):
+                in_clause.pop()  # "COOPERATE or DEFECT" lists options; "I bet you …"
+            if token in _NEGATORS or token.endswith("n't"):
+                # "COOPERATE is not an option": a negation also reaches back.
+                in_clause = [(i, a) for i, a in in_clause if i < len(clause) - _WINDOW]
+            scoped = scoped or token in _SCOPE_MARKERS
+            if token in wanted and not (clause and clause[-1] in _DETERMINERS):
+                action = wanted[token]
+        elif group == "num" and kind == "integer":
+            if not (clause and clause[-1] in _NUMBER_NOUNS):
+                action = int(token)
+            token = "#"
+        elif group == "vec" and kind == "vector":
+            action = tuple(int(x) for x in re.findall(r"[0-9]+", token))
+            token = "#"
+        else:
+            token = "#"
+        if action is not None and not (scoped or any(_is_blocker(w) for w in clause[-_WINDOW:])):
+            in_clause.append((len(clause), action))
+        clause.append(token)
+    end_sentence("")
     return found
 
 
@@ -78,19 +224,9 @@ def _parse_segment(
     segment: str, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
 ) -> Action | None:
     legal_set = set(legal)
-    if kind == "word":
-        mentions = [w for w in _word_mentions(segment, words) if w in legal_set]
-        return mentions[-1] if mentions else None
-    if kind == "integer":
-        for m in reversed(list(_INT.finditer(segment))):
-            n = int(m.group(1))
-            if n in legal_set:
-                return n
-        return None
-    for m in reversed(list(_VECTOR.finditer(segment))):
-        vec = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        if vec in legal_set:
-            return vec
+    for action in reversed(_chosen_mentions(segment, kind, words)):
+        if action in legal_set:
+            return action
     return None
 
 
@@ -102,7 +238,22 @@ def parse_action(
     ``text`` is typed ``object`` on purpose: model and API output is untrusted, and a
     ``None`` or a number must give an invalid result, not an exception.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        return ParseResult(None, "none")
+    # Fast path for the required format, a last line that is nothing but the action: the
+    # full rules give the same answer, at a fraction of the cost.
+    tail = text.rstrip()
+    action = _bare_action(tail[tail.rfind("\n") + 1 :].strip(), kind, words, legal)
+    if action is not None:
+        return ParseResult(action, "last_line")
+    return parse_action_by_rules(text, kind, words, legal)
+
+
+def parse_action_by_rules(
+    text: str, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
+) -> ParseResult:
+    """:func:`parse_action` without its fast path (the two must always agree)."""
+    if not text.strip():
         return ParseResult(None, "none")
     text = text[-_MAX_TEXT:]
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -114,6 +265,30 @@ def parse_action(
     if action is not None:
         return ParseResult(action, "whole_text")
     return ParseResult(None, "none")
+
+
+_BARE_VECTOR = re.compile(r"\[\s*([0-9]{1,2})\s*,\s*([0-9]{1,2})\s*,\s*([0-9]{1,2})\s*\]")
+
+
+def _bare_action(
+    line: str, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
+) -> Action | None:
+    """The legal action that ``line`` consists of exactly, if any (ASCII only, so that
+    case folding cannot turn another letter into an action's)."""
+    if not line.isascii():
+        return None
+    action: Action | None = None
+    if kind == "word":
+        upper = line.upper()
+        action = next((w for w in words if w.upper() == upper), None)
+    elif kind == "integer":
+        if line.isdigit() and len(line) <= 3:
+            action = int(line)
+    else:
+        m = _BARE_VECTOR.fullmatch(line)
+        if m is not None:
+            action = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    return action if action is not None and action in legal else None
 
 
 def format_vector(vec: Sequence[int]) -> str:

@@ -13,7 +13,17 @@ import importlib
 from sepo.core.types import Strategy
 from sepo.opponents.base import POOL_NAMES, Pools, Scripted
 
-__all__ = ["BASELINES", "POOL_NAMES", "Pools", "Scripted", "StrategyError", "baseline", "demonstrators", "find_strategy", "pools_for"]
+__all__ = [
+    "BASELINES",
+    "POOL_NAMES",
+    "Pools",
+    "Scripted",
+    "StrategyError",
+    "baseline",
+    "demonstrators",
+    "find_strategy",
+    "pools_for",
+]
 
 _MODULES = {
     "ipd": "sepo.opponents.ipd",

@@ -31,19 +31,35 @@ def _value(v: View) -> int:
     return v.value if v.value is not None else 0
 
 
-TRUTHFUL = Scripted("truthful", lambda v, rng: _highest_bid_at_most(_value(v)), "The highest bid not above its value.")
+TRUTHFUL = Scripted(
+    "truthful",
+    lambda v, rng: _highest_bid_at_most(_value(v)),
+    "The highest bid not above its value.",
+)
 CONSERVATIVE = Scripted("conservative", lambda v, rng: "LOW", "Always bids LOW.")
-SHADED = Scripted("shaded", lambda v, rng: "LOW", "Always bids LOW (shades every value to the minimum).")
-ADAPTIVE = Scripted("adaptive", _one_step_above_last, "One step above the other's last bid; LOW first.")
+SHADED = Scripted(
+    "shaded", lambda v, rng: "LOW", "Always bids LOW (shades every value to the minimum)."
+)
+ADAPTIVE = Scripted(
+    "adaptive", _one_step_above_last, "One step above the other's last bid; LOW first."
+)
 AGGRESSIVE_BID = Scripted("aggressive_bid", lambda v, rng: "HIGH", "Always bids HIGH.")
-COLLUSIVE_LOW_BID = Scripted("collusive_low_bid", lambda v, rng: "LOW", "Always bids LOW, inviting a low-bid cartel.")
+COLLUSIVE_LOW_BID = Scripted(
+    "collusive_low_bid", lambda v, rng: "LOW", "Always bids LOW, inviting a low-bid cartel."
+)
 VALUE_BID = Scripted(
-    "value_bid", lambda v, rng: "LOW" if _value(v) <= 2 else "MEDIUM", "LOW at value 2, MEDIUM at value 4."
+    "value_bid",
+    lambda v, rng: "LOW" if _value(v) <= 2 else "MEDIUM",
+    "LOW at value 2, MEDIUM at value 4.",
 )
 AGGRESSIVE_VALUE = Scripted(
-    "aggressive_value", lambda v, rng: "LOW" if _value(v) <= 2 else "HIGH", "LOW at value 2, HIGH at value 4."
+    "aggressive_value",
+    lambda v, rng: "LOW" if _value(v) <= 2 else "HIGH",
+    "LOW at value 2, HIGH at value 4.",
 )
-RANDOM_BID = Scripted("random_bid", lambda v, rng: rng.choice(tuple(BIDS)), "A uniformly random bid.")
+RANDOM_BID = Scripted(
+    "random_bid", lambda v, rng: rng.choice(tuple(BIDS)), "A uniformly random bid."
+)
 MIRROR_BID = Scripted(
     "mirror_bid",
     lambda v, rng: v.their_actions()[-1] if v.history else "MEDIUM",

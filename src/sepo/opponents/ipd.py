@@ -52,12 +52,18 @@ def _prober(v: View, rng: random.Random) -> Action:
     return theirs[-1]
 
 
-TIT_FOR_TAT = Scripted("tit_for_tat", _tit_for_tat, "Cooperates first, then copies the opponent's last move.")
+TIT_FOR_TAT = Scripted(
+    "tit_for_tat", _tit_for_tat, "Cooperates first, then copies the opponent's last move."
+)
 GENEROUS_TIT_FOR_TAT = Scripted(
-    "generous_tit_for_tat", _generous_tit_for_tat, "TitForTat that forgives a defection with p=0.25."
+    "generous_tit_for_tat",
+    _generous_tit_for_tat,
+    "TitForTat that forgives a defection with p=0.25.",
 )
 RANDOM = Scripted("random", lambda v, rng: C if rng.random() < 0.5 else D, "Cooperates with p=0.5.")
-GRIM_TRIGGER = Scripted("grim_trigger", _grim_trigger, "Cooperates until the first defection, then defects forever.")
+GRIM_TRIGGER = Scripted(
+    "grim_trigger", _grim_trigger, "Cooperates until the first defection, then defects forever."
+)
 ALWAYS_DEFECT = Scripted("always_defect", lambda v, rng: D, "Always defects.")
 ALWAYS_COOPERATE = Scripted("always_cooperate", lambda v, rng: C, "Always cooperates.")
 ALTERNATING_DEFECT = Scripted(
@@ -65,13 +71,17 @@ ALTERNATING_DEFECT = Scripted(
     lambda v, rng: D if v.round % 2 == 0 else C,
     "Defects on odd rounds counting from 1 (1, 3, 5, …), cooperates on even ones.",
 )
-PAVLOV = Scripted("pavlov", _pavlov, "Win-stay, lose-shift: repeats its move after R or T, switches after P or S.")
+PAVLOV = Scripted(
+    "pavlov", _pavlov, "Win-stay, lose-shift: repeats its move after R or T, switches after P or S."
+)
 SUSPICIOUS_TIT_FOR_TAT = Scripted(
     "suspicious_tit_for_tat",
     lambda v, rng: v.their_actions()[-1] if v.history else D,
     "Defects first, then copies the opponent's last move.",
 )
-TIT_FOR_TWO_TATS = Scripted("tit_for_two_tats", _tit_for_two_tats, "Defects only after two defections in a row.")
+TIT_FOR_TWO_TATS = Scripted(
+    "tit_for_two_tats", _tit_for_two_tats, "Defects only after two defections in a row."
+)
 PROBER = Scripted(
     "prober",
     _prober,

@@ -49,10 +49,16 @@ CONCEDE = Scripted("concede", _concede, "Demands 6; demands 5 from the first bre
 HARDBALL = _fixed("hardball", 8, "Always demands 8.")
 SELFISH = _fixed("selfish", 7, "Always demands 7.")
 BALANCED_YIELDING = Scripted(
-    "balanced_yielding", _balanced_yielding, "Demands 6; demands 3 after the opponent demanded 7 or more."
+    "balanced_yielding",
+    _balanced_yielding,
+    "Demands 6; demands 3 after the opponent demanded 7 or more.",
 )
-TFT_NEG = Scripted("tft_neg", _tft_neg, "Demands 5 first, then 10 minus the opponent's last demand.")
-RANDOM_3_7 = Scripted("random_3_7", lambda v, rng: rng.randint(3, 7), "A uniformly random demand from 3 to 7.")
+TFT_NEG = Scripted(
+    "tft_neg", _tft_neg, "Demands 5 first, then 10 minus the opponent's last demand."
+)
+RANDOM_3_7 = Scripted(
+    "random_3_7", lambda v, rng: rng.randint(3, 7), "A uniformly random demand from 3 to 7."
+)
 BOULWARE = Scripted("boulware", _boulware, "Time-dependent concession: 8, 7, 6, then 5.")
 GENEROUS = _fixed("generous", 4, "Always demands 4.")
 
@@ -62,7 +68,16 @@ POOLS = Pools(
     collusive=(FAIR,),
     heldout=(TFT_NEG, RANDOM_3_7, BOULWARE, GENEROUS),
     catalogue=catalogue(
-        FAIR, BALANCED, CONCEDE, HARDBALL, SELFISH, BALANCED_YIELDING, TFT_NEG, RANDOM_3_7, BOULWARE, GENEROUS
+        FAIR,
+        BALANCED,
+        CONCEDE,
+        HARDBALL,
+        SELFISH,
+        BALANCED_YIELDING,
+        TFT_NEG,
+        RANDOM_3_7,
+        BOULWARE,
+        GENEROUS,
     ),
 )
 

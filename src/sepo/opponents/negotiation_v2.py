@@ -50,7 +50,8 @@ def _proportional(v: View, rng: random.Random) -> Action:
     # Asks for the larger half of items it values above the average (10/3) and the smaller
     # half of the others: demands grow with value but stay near an even split.
     return tuple(
-        (n + 1) // 2 if 3 * val > 10 else n // 2 for n, val in zip(_pool(v), _values(v), strict=True)
+        (n + 1) // 2 if 3 * val > 10 else n // 2
+        for n, val in zip(_pool(v), _values(v), strict=True)
     )
 
 
@@ -82,13 +83,25 @@ def _random_neg(v: View, rng: random.Random) -> Action:
 
 FAIR_NEG = Scripted("fair_neg", lambda v, rng: _half(v), "Half of each item, rounded down.")
 TFT_NEG = Scripted("tft_neg", _tft_neg, "Half first, then what the opponent's last demand leaves.")
-CONCEDE_NEG = Scripted("concede_neg", _concede_neg, "Half rounded up; half rounded down after a breakdown.")
+CONCEDE_NEG = Scripted(
+    "concede_neg", _concede_neg, "Half rounded up; half rounded down after a breakdown."
+)
 GREEDY_NEG = Scripted("greedy_neg", lambda v, rng: _pool(v), "The whole pool of every item.")
-HARDBALL_NEG = Scripted("hardball_neg", _hardball_neg, "The whole pool of its two most valuable items.")
-PROPORTIONAL = Scripted("proportional", _proportional, "Larger half of items valued above 10/3, smaller half of others.")
-CONSERVATIVE_NEG = Scripted("conservative_neg", _conservative, "Half of each item it values, nothing of the rest.")
-ADAPTIVE_NEG = Scripted("adaptive_neg", _adaptive, "Proportional; after a breakdown takes what the opponent left.")
-DEFENSIVE_NEG = Scripted("defensive_neg", _defensive, "What the opponent left, capped at half of each item.")
+HARDBALL_NEG = Scripted(
+    "hardball_neg", _hardball_neg, "The whole pool of its two most valuable items."
+)
+PROPORTIONAL = Scripted(
+    "proportional", _proportional, "Larger half of items valued above 10/3, smaller half of others."
+)
+CONSERVATIVE_NEG = Scripted(
+    "conservative_neg", _conservative, "Half of each item it values, nothing of the rest."
+)
+ADAPTIVE_NEG = Scripted(
+    "adaptive_neg", _adaptive, "Proportional; after a breakdown takes what the opponent left."
+)
+DEFENSIVE_NEG = Scripted(
+    "defensive_neg", _defensive, "What the opponent left, capped at half of each item."
+)
 RANDOM_NEG = Scripted("random_neg", _random_neg, "A uniformly random demand on each item.")
 
 POOLS = Pools(
