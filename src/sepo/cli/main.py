@@ -7,6 +7,7 @@ imported only by the commands that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -417,6 +418,110 @@ def data_sft(
     write_dataset(ds, out)
     d = ds.card["decisions"]
     console.print(f"wrote {d['train']} train and {d['valid']} valid decisions to {out}")
+
+
+@app.command()
+@cli_errors
+def train(
+    game: Annotated[
+        str, typer.Option(help="A game or a comma-separated list (joint training).")
+    ] = "kuhn",
+    model: Annotated[str, typer.Option(help="tiny (built locally) or hf:PATH_OR_ID")] = "tiny",
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/train"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted run in this directory.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 40,
+    penalty: Annotated[
+        str, typer.Option(help="credited | shared | auxiliary | reward_only")
+    ] = "credited",
+    scale: Annotated[str, typer.Option(help="Advantage scaling: batch | group | none")] = "batch",
+    best_responder: Annotated[
+        bool, typer.Option(help="Kuhn: exact best-responder in the exploit pool.")
+    ] = True,
+    group_size: Annotated[int, typer.Option(min=2)] = 4,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 10,
+    eval_episodes: Annotated[int, typer.Option(min=1)] = 20,
+    lr: Annotated[
+        float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight (default 0.1; Kuhn 0.2).")] = None,
+    temperature: Annotated[float, typer.Option(min=0.05)] = 0.8,
+    sft_episodes: Annotated[
+        int | None, typer.Option(help="SFT demonstrator episodes per game.")
+    ] = 400,
+    report_to: Annotated[str, typer.Option(help="tensorboard, none, wandb…")] = "tensorboard",
+) -> None:
+    """The main job: build the model, SFT, SEPO-GRPO, evaluate Base/SFT/SEPO, print a table."""
+    import shutil
+
+    from sepo.objective import PENALTY_VARIANTS, SCALE_VARIANTS
+    from sepo.train.pipeline import TrainSettings, run_pipeline
+
+    if resume is not None:
+        config = resume / "config.json"
+        if not config.exists():
+            raise UsageError(f"{resume} holds no run to resume (no config.json)")
+        settings = TrainSettings.from_json(json.loads(config.read_text())["settings"])
+        settings = dataclasses.replace(settings, out=str(resume))
+    else:
+        if penalty not in PENALTY_VARIANTS:
+            raise UsageError(f"--penalty must be one of {', '.join(PENALTY_VARIANTS)}")
+        if scale not in SCALE_VARIANTS:
+            raise UsageError(f"--scale must be one of {', '.join(SCALE_VARIANTS)}")
+        if not (model == "tiny" or model.startswith("hf:")):
+            raise UsageError("--model is tiny or hf:PATH_OR_ID")
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise UsageError(
+                    f"{out} already holds a run; pass --resume {out}, --overwrite, or another --out"
+                )
+            shutil.rmtree(out)
+        settings = TrainSettings(
+            games=tuple(resolve_games(game)),
+            model=model,
+            out=str(out),
+            seed=seed,
+            sft_episodes=sft_episodes,
+            steps=steps,
+            group_size=group_size,
+            temperature=temperature,
+            learning_rate=lr,
+            beta=beta,
+            penalty=penalty,
+            scale=scale,
+            best_responder=best_responder,
+            checkpoint_every=checkpoint_every,
+            eval_episodes=eval_episodes,
+            report_to=report_to,
+        )
+    summary = run_pipeline(
+        settings, resume=resume is not None, log=lambda m: err_console.print(m, highlight=False)
+    )
+    console.print(train_table(summary))
+    console.print(f"run directory: {settings.out} (summary.json, config.json, checkpoints, logs)")
+
+
+def train_table(summary: dict[str, Any]) -> Table:
+    keys = [k for k, _ in METRIC_COLUMNS] + ["exploitability"]
+    table = Table(
+        title=f"sepo train — best checkpoint: {summary.get('best_checkpoint')}",
+        title_justify="left",
+    )
+    table.add_column("stage")
+    for _, header in METRIC_COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("Exploitability", justify="right")
+    for stage in ("base", "sft", "sepo"):
+        entry = summary.get(stage) or {}
+        cells = []
+        for k in keys:
+            v = entry.get(k)
+            cells.append("—" if v is None else f"{v:.3f}")
+        table.add_row(stage, *cells)
+    return table
 
 
 def main() -> None:  # pragma: no cover - console entry point

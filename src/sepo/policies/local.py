@@ -319,6 +319,22 @@ class LocalModelPolicy:
             results.extend(self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs))
         return results
 
+    def generate_from_ids(
+        self,
+        prompt_ids_batch: Sequence[Sequence[int]],
+        sampling: SamplingConfig | None = None,
+        *,
+        with_logprobs: bool = True,
+    ) -> list[TokenGeneration]:
+        """:meth:`generate_tokens` for prompts that are already token ids (multi-turn
+        rollouts that keep each episode's exact token sequence)."""
+        cfg = sampling if sampling is not None else self.sampling
+        prompts = [list(p) for p in prompt_ids_batch]
+        results: list[TokenGeneration] = []
+        for chunk in _chunks(len(prompts), self.max_batch_size):
+            results.extend(self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs))
+        return results
+
     def _generate_chunk(
         self, prompts: list[list[int]], cfg: SamplingConfig, with_logprobs: bool
     ) -> list[TokenGeneration]:

@@ -1,0 +1,390 @@
+"""SEPO-GRPO on TRL's ``GRPOTrainer`` (SPEC §5).
+
+Each optimizer step plays, for every (game, pool, opponent) slot of the training pools,
+one group of ``group_size`` episodes with the same chance seed (common random numbers:
+the episodes of a group differ only through the policy's own sampling, so the group mean
+is a sharp baseline). The rollout is a custom multi-turn ``rollout_func`` driven by the
+batched rollout engine (``sepo.train.token_rollout``): whole episodes are single token
+sequences whose environment tokens carry ``env_mask`` = 0. Each SEPO term is its own
+reward function (``payoff``, ``exploit``, ``collusion``, ``externality``; λ and s applied
+inside, unit ``reward_weights``), logged by TRL as ``rewards/<term>/mean``. The penalty
+variant and the advantage scaling are named in :class:`GRPOSettings` (see
+``sepo.objective``). PPO clipping, the KL penalty to the reference (the SFT policy), LoRA,
+accelerate/DeepSpeed and logging are TRL's, transformers' and PEFT's.
+
+The exact best-responder (Kuhn, ``best_responder=True``): every ``best_responder_every``
+steps the current policy's behavioural strategy is extracted exactly
+(``sepo.policies.extract``), the best response to it computed (``sepo.exact.kuhn``) and
+added to the exploit pool as the opponent ``best_responder``, so the exploit penalty tracks
+true exploitability, which is logged as ``sepo/exact_exploitability``.
+
+Run on its own (e.g. ``accelerate launch -m sepo.train.grpo --settings FILE.json``); the
+main job (``sepo train``) calls :func:`run_grpo` in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sepo.core.types import Strategy
+from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
+from sepo.games import make_game
+from sepo.objective import (
+    PenaltyVariant,
+    ScaleVariant,
+    training_pools,
+    training_weights,
+    variant_terms,
+)
+from sepo.opponents import pools_for
+from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.protocol import SamplingConfig
+
+BEST_RESPONDER = "best_responder"
+TERM_NAMES = ("payoff", "exploit", "collusion", "externality")
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """Everything one SEPO-GRPO run depends on; saved with the run as ``grpo_settings.json``."""
+
+    init: str
+    """The starting policy: a model directory (the SFT output) or ``hf:PATH_OR_ID``."""
+    out: str
+    """Run directory: checkpoints, TensorBoard logs, settings."""
+    games: tuple[str, ...] = ("kuhn",)
+    """Games trained jointly; groups stay per (game, pool, opponent)."""
+    adapter: str | None = None
+    """A PEFT adapter (e.g. LoRA SFT) merged into ``init`` before RL."""
+    steps: int = 100
+    """Optimizer steps (paper: 100)."""
+    group_size: int = 4
+    """Episodes per (pool, opponent) group each step (paper n = 4)."""
+    temperature: float = 0.8
+    """Rollout sampling temperature (paper: 0.8)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    """Tokens per answer: a reasoning line and the action."""
+    learning_rate: float = 1e-5
+    """Paper: 1e-5 (3e-6 for Kuhn) with LoRA on multi-billion-parameter models."""
+    beta: float = 0.1
+    """KL penalty to the reference (SFT) policy (paper: 0.1; 0.2 for Kuhn)."""
+    epsilon: float = 0.2
+    """PPO clip range."""
+    penalty: PenaltyVariant = "credited"
+    scale: ScaleVariant = "batch"
+    best_responder: bool = False
+    """Kuhn: add the exact best-responder to the current policy to the exploit pool."""
+    best_responder_every: int = 5
+    checkpoint_every: int = 25
+    """Steps between checkpoints (paper: 25). Keep it a multiple of
+    ``best_responder_every`` so a resumed run refreshes the best-responder at the same
+    steps as an uninterrupted one."""
+    lora: bool | None = None
+    """LoRA on the policy; ``None``: LoRA for hf: models, full fine-tuning for tiny ones."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    report_to: str = "tensorboard"
+    logging_steps: int = 1
+    max_grad_norm: float = 1.0
+    extra_trl: dict[str, Any] = field(default_factory=dict)
+    """Further ``trl.GRPOConfig`` fields, passed through unchanged."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GRPOSettings:
+        data = dict(data)
+        data["games"] = tuple(data.get("games", ("kuhn",)))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One group's opponent: (game, pool, opponent name)."""
+
+    game: str
+    pool: str
+    opponent: str
+
+
+def training_slots(settings: GRPOSettings) -> list[Slot]:
+    """The groups of one step, in a fixed order."""
+    slots: list[Slot] = []
+    for game in settings.games:
+        pools = pools_for(game)
+        chosen = ("train",) if settings.penalty == "auxiliary" else training_pools(game)
+        for pool in chosen:
+            slots.extend(Slot(game, pool, s.name) for s in pools.pool(pool))
+        if settings.best_responder and game == "kuhn" and settings.penalty != "auxiliary":
+            slots.append(Slot(game, "exploit", BEST_RESPONDER))
+    return slots
+
+
+def auxiliary_slots(settings: GRPOSettings) -> list[Slot]:
+    """Opponents of the separate penalty episodes of the ``auxiliary`` variant."""
+    slots: list[Slot] = []
+    for game in settings.games:
+        pools = pools_for(game)
+        for pool in training_pools(game):
+            if pool != "train":
+                slots.extend(Slot(game, pool, s.name) for s in pools.pool(pool))
+    return slots
+
+
+def slot_seed(seed: int, step: int, slot: int) -> int:
+    """Chance seed of a group: a pure function of (run seed, step, slot)."""
+    digest = hashlib.sha256(f"sepo-grpo:{seed}:{step}:{slot}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+def encode_prompt(slot_index: int, slot: Slot, step: int) -> str:
+    return f"sepo|{step}|{slot_index}|{slot.game}|{slot.pool}|{slot.opponent}"
+
+
+def decode_prompt(prompt: Any) -> tuple[int, int, Slot]:
+    text = prompt if isinstance(prompt, str) else str(prompt)
+    _, step, index, game, pool, opponent = text.split("|")
+    return int(step), int(index), Slot(game, pool, opponent)
+
+
+class SEPORollout:
+    """The ``rollout_func`` and reward functions of one run, sharing their state."""
+
+    def __init__(self, settings: GRPOSettings) -> None:
+        self.settings = settings
+        self.facts = {g: make_game(g).facts for g in settings.games}
+        self.weights = {g: training_weights(g) for g in settings.games}
+        self.best: KuhnStrategy | None = None
+        self.best_step = -1
+        self.pending_logs: dict[str, float] = {}
+
+    # -- opponents ------------------------------------------------------------------
+    def _opponent(self, slot: Slot) -> Strategy:
+        if slot.opponent == BEST_RESPONDER:
+            assert self.best is not None
+            return self.best
+        return pools_for(slot.game).catalogue[slot.opponent]
+
+    def _refresh_best_responder(self, local: Any, step: int) -> None:
+        from sepo.policies.extract import extract_prompt_strategy
+
+        every = max(1, self.settings.best_responder_every)
+        due = step - step % every
+        if self.best is not None and self.best_step == due:
+            return
+        strategy = extract_prompt_strategy(local, temperature=self.settings.temperature)
+        self.best = best_responder(strategy)
+        self.best_step = due
+        self.pending_logs["sepo/exact_exploitability"] = exploitability(strategy).exploitability
+
+    # -- rollout --------------------------------------------------------------------
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        from sepo.policies.local import LocalModelPolicy
+        from sepo.train.token_rollout import TokenTrackingPolicy
+
+        s = self.settings
+        step = int(trainer.state.global_step)
+        process = int(getattr(trainer.accelerator, "process_index", 0))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        sampling = SamplingConfig(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens,
+            seed=slot_seed(s.seed, step, 10_000 + process),
+        )
+        local = LocalModelPolicy(model, trainer.processing_class, sampling=sampling, name="policy")
+        if s.best_responder and "kuhn" in s.games:
+            self._refresh_best_responder(local, step)
+        decoded = [decode_prompt(p) for p in prompts]
+        specs = [
+            EpisodeSpec(
+                make_game(slot.game), self._opponent(slot), slot.pool, slot_seed(s.seed, st, idx)
+            )
+            for st, idx, slot in decoded
+        ]
+        tracker = TokenTrackingPolicy(local, sampling)
+        episodes = run_episodes(specs, tracker)
+        auxiliary = []
+        if s.penalty == "auxiliary":
+            aux = auxiliary_slots(s)
+            aux_specs = []
+            for k, (st, idx, _) in enumerate(decoded):
+                slot = aux[(idx + k) % len(aux)]
+                aux_specs.append(
+                    EpisodeSpec(
+                        make_game(slot.game),
+                        self._opponent(slot),
+                        slot.pool,
+                        slot_seed(s.seed, st, 50_000 + k),
+                    )
+                )
+            auxiliary = run_episodes(aux_specs, local)
+        terms = variant_terms(
+            s.penalty, self.facts, episodes, auxiliary=auxiliary, weights=self.weights
+        )
+        tokens = [tracker.episode_tokens(i) for i in range(len(specs))]
+        turns = sum(len(ep.turns) for ep in episodes)
+        self.pending_logs["sepo/invalid_rate"] = (
+            sum(ep.invalid_turns for ep in episodes) / turns if turns else 0.0
+        )
+        self.pending_logs["sepo/episode_payoff"] = sum(ep.agent_mean for ep in episodes) / len(
+            episodes
+        )
+        return {
+            "prompt_ids": [t.prompt_ids for t in tokens],
+            "completion_ids": [t.completion_ids for t in tokens],
+            "logprobs": [t.logprobs for t in tokens],
+            "env_mask": [t.env_mask for t in tokens],
+            "sepo_terms": [list(t.as_tuple()) for t in terms],
+            "sepo_pool": [ep.pool for ep in episodes],
+        }
+
+    # -- reward functions -----------------------------------------------------------
+    def reward_functions(self) -> list[Callable[..., list[float | None]]]:
+        def make(index: int, name: str) -> Callable[..., list[float | None]]:
+            def reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+                if index == 0 and "log_metric" in kwargs:
+                    for key, value in self.pending_logs.items():
+                        kwargs["log_metric"](key, value)
+                    self.pending_logs = {}
+                return [row[index] for row in kwargs["sepo_terms"]]
+
+            reward.__name__ = name
+            reward.__qualname__ = name
+            return reward
+
+        return [make(i, n) for i, n in enumerate(TERM_NAMES)]
+
+
+def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = settings.init.removeprefix("hf:").removeprefix("tiny:")
+    is_hf = settings.init.startswith("hf:")
+    tokenizer = AutoTokenizer.from_pretrained(settings.adapter or path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if settings.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, settings.adapter).merge_and_unload()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    use_lora = settings.lora if settings.lora is not None else is_hf
+    return model, tokenizer, use_lora
+
+
+def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
+    """The configured ``GRPOTrainer`` (not yet trained) and its rollout state."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    slots = training_slots(settings)
+    rows = [
+        encode_prompt(i, slot, step)
+        for step in range(settings.steps)
+        for i, slot in enumerate(slots)
+    ]
+    dataset = Dataset.from_dict({"prompt": rows})
+    model, tokenizer, use_lora = _load_model(settings)
+    cuda = torch.cuda.is_available()
+    config = GRPOConfig(
+        output_dir=settings.out,
+        max_steps=settings.steps,
+        per_device_train_batch_size=len(slots) * settings.group_size,
+        gradient_accumulation_steps=1,
+        num_generations=settings.group_size,
+        shuffle_dataset=False,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        beta=settings.beta,
+        epsilon=settings.epsilon,
+        scale_rewards=settings.scale,
+        multi_objective_aggregation="sum_then_normalize",
+        reward_weights=[1.0] * len(TERM_NAMES),
+        temperature=settings.temperature,
+        max_completion_length=4096,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.checkpoint_every,
+        report_to=settings.report_to,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=not cuda,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        max_grad_norm=settings.max_grad_norm,
+        dataloader_num_workers=0,
+        **settings.extra_trl,
+    )
+    peft_config = None
+    if use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    rollout = SEPORollout(settings)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=rollout.reward_functions(),
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=rollout,
+    )
+    return trainer, rollout
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted(
+        (p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    return ckpts[-1] if ckpts else None
+
+
+def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
+    """Train; returns the run directory. ``resume`` continues from the latest checkpoint."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grpo_settings.json").write_text(json.dumps(settings.to_json(), indent=2) + "\n")
+    trainer, _ = build_trainer(settings)
+    checkpoint = latest_checkpoint(out) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(out / "final"))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run SEPO-GRPO from a settings file.")
+    parser.add_argument("--settings", required=True, type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = GRPOSettings.from_json(json.loads(args.settings.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: cannot read settings {args.settings}: {exc}", file=sys.stderr)
+        return 2
+    run_grpo(settings, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""The main job, ``sepo train``: Base → SFT → SEPO-GRPO → evaluation, in one run directory.
+
+Stages (each skipped on ``--resume`` when its output is complete):
+
+1. ``base-model/`` — the embedded tiny model built locally (or ``--model hf:…``).
+2. ``sft-data/`` and ``sft/`` — demonstrator dataset and supervised warm start.
+3. ``sepo/`` — SEPO-GRPO from the SFT policy, a checkpoint every k steps.
+4. ``eval/<stage>/`` — ``metrics.json`` and ``episodes.jsonl`` of Base, SFT and every
+   checkpoint; for Kuhn also the exact figures of the policy's extracted strategy.
+5. ``summary.json`` — one entry per stage (``base``, ``sft``, ``sepo``) with the keys of
+   ``metrics.json``, ``exploitability`` for Kuhn, the checkpoint curve and which
+   checkpoint is best by Safety (exact Safety for Kuhn, which has no sampling noise;
+   sampled Safety otherwise).
+
+Policies are evaluated at the training temperature: the behaviour we score is the
+behaviour we trained (a Kuhn equilibrium is a mixed strategy, which greedy decoding cannot
+play). ``config.json`` holds every setting, enough to reproduce the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
+from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
+from sepo.objective import PenaltyVariant, ScaleVariant
+from sepo.rollout.protocol import SamplingConfig
+from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of ``sepo train``. Defaults are the CPU main job on the tiny model; every
+    one of them is recorded in ``config.json``."""
+
+    games: tuple[str, ...] = ("kuhn",)
+    model: str = "tiny"
+    """``tiny`` (built locally) or ``hf:PATH_OR_ID``."""
+    out: str = "runs/train"
+    seed: int = 0
+    sft_episodes: int | None = 400
+    """Demonstrator episodes per game for SFT (``None``: the paper's ≈8,000 decisions).
+    The tiny default, 400 Kuhn episodes ≈ 3,600 decisions, is what the tiny SFT recipe
+    reaches in its time budget anyway."""
+    sft_epochs: float | None = None
+    sft_learning_rate: float | None = None
+    steps: int = 40
+    """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget."""
+    group_size: int = 4
+    temperature: float = 0.8
+    learning_rate: float | None = None
+    """GRPO learning rate (``None``: 1e-5, Kuhn 3e-6 for hf models as in the paper; 1e-4
+    for the tiny model, whose full fine-tuning needs larger steps than a LoRA)."""
+    beta: float | None = None
+    """KL to the SFT policy (``None``: 0.1, Kuhn 0.2)."""
+    penalty: PenaltyVariant = "credited"
+    scale: ScaleVariant = "batch"
+    best_responder: bool = True
+    """Kuhn: exact best-responder to the current policy in the exploit pool."""
+    best_responder_every: int = 5
+    checkpoint_every: int = 10
+    eval_episodes: int = 20
+    """Episodes per opponent in each stage's sampled evaluation."""
+    report_to: str = "tensorboard"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainSettings:
+        data = dict(data)
+        data["games"] = tuple(data["games"])
+        return cls(**data)
+
+
+def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSettings:
+    is_hf = s.model.startswith("hf:")
+    kuhn_only = s.games == ("kuhn",)
+    lr = s.learning_rate
+    if lr is None:
+        lr = (3e-6 if kuhn_only else 1e-5) if is_hf else 1e-4
+    beta = s.beta if s.beta is not None else (0.2 if kuhn_only else 0.1)
+    return GRPOSettings(
+        init=init,
+        adapter=adapter,
+        out=str(Path(s.out) / "sepo"),
+        games=s.games,
+        steps=s.steps,
+        group_size=s.group_size,
+        temperature=s.temperature,
+        learning_rate=lr,
+        beta=beta,
+        penalty=s.penalty,
+        scale=s.scale,
+        best_responder=s.best_responder and "kuhn" in s.games,
+        best_responder_every=s.best_responder_every,
+        checkpoint_every=s.checkpoint_every,
+        seed=s.seed,
+        report_to=s.report_to,
+    )
+
+
+def evaluate_model(
+    s: TrainSettings, path: str, out: Path, adapter: str | None = None, log: Log = print
+) -> dict[str, Any]:
+    """Sampled evaluation of a model on every game (+ exact Kuhn figures); cached in ``out``."""
+    cached = out / "summary_entry.json"
+    if cached.exists():
+        entry: dict[str, Any] = json.loads(cached.read_text())
+        return entry
+    from sepo.policies.extract import extract_prompt_strategy
+    from sepo.policies.local import LocalModelPolicy
+
+    sampling = SamplingConfig(temperature=s.temperature, max_new_tokens=32, seed=s.seed)
+    policy = LocalModelPolicy.load(path, adapter=adapter, sampling=sampling, name=path)
+    cfg = EvalConfig(
+        episodes=s.eval_episodes, seed=s.seed + 1, pools=("train", "exploit", "collusive")
+    )
+    started = time.time()
+    results: list[GameEvaluation] = []
+    for game in s.games:
+        strategy = (
+            extract_prompt_strategy(policy, temperature=s.temperature) if game == "kuhn" else None
+        )
+        ev = evaluate_game(game, policy, cfg)
+        if strategy is not None:
+            ev = dataclasses.replace(ev, exact=kuhn_exact_metrics(strategy))
+        results.append(ev)
+    write_outputs(
+        out, results, extra={"policy": path, "adapter": adapter, "temperature": s.temperature}
+    )
+    entry = json.loads((out / "metrics.json").read_text())
+    if len(results) == 1 and results[0].exact is not None:
+        entry["exploitability"] = results[0].exact.exploitability.exploitability
+    entry["selection_safety"] = selection_safety(results)
+    entry["eval_seconds"] = round(time.time() - started, 1)
+    cached.write_text(json.dumps(entry, indent=2) + "\n")
+    log(f"  evaluated {path} in {entry['eval_seconds']} s")
+    return entry
+
+
+def selection_safety(results: list[GameEvaluation]) -> float:
+    """Safety used to pick the best checkpoint: exact for Kuhn, sampled otherwise; mean
+    over games."""
+    values = [r.exact.safety if r.exact is not None else r.metrics.safety.value for r in results]
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) -> dict[str, Any]:
+    from sepo.policies.corpus import game_corpus
+    from sepo.policies.tiny import build_tiny_model
+    from sepo.train.demonstrations import build_sft_dataset, write_dataset
+    from sepo.train.sft import SFTSettings, run_sft
+
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    (out / "config.json").write_text(
+        json.dumps(
+            {"settings": s.to_json(), "python": platform.python_version(), "versions": _versions()},
+            indent=2,
+        )
+        + "\n"
+    )
+
+    def stage(name: str) -> Callable[[], None]:
+        t0 = time.time()
+        log(f"[{name}]")
+
+        def done() -> None:
+            timings[name] = round(time.time() - t0, 1)
+
+        return done
+
+    # 1. base model
+    done = stage("base model")
+    if s.model.startswith("hf:"):
+        base_path = s.model.removeprefix("hf:")
+    else:
+        base_dir = out / "base-model"
+        if not (base_dir / "config.json").exists():
+            build_tiny_model(base_dir, game_corpus(seed=s.seed), seed=s.seed)
+        base_path = str(base_dir)
+    done()
+
+    # 2. SFT
+    done = stage("sft")
+    data_dir, sft_dir = out / "sft-data", out / "sft"
+    if not (data_dir / "card.json").exists():
+        write_dataset(
+            build_sft_dataset(list(s.games), episodes=s.sft_episodes, seed=s.seed), data_dir
+        )
+    if not (sft_dir / "sft_result.json").exists():
+        model_spec = f"hf:{base_path}" if s.model.startswith("hf:") else f"tiny:{base_path}"
+        result = run_sft(
+            SFTSettings(
+                data=data_dir,
+                out=sft_dir,
+                model=model_spec,
+                epochs=s.sft_epochs,
+                learning_rate=s.sft_learning_rate,
+                seed=s.seed,
+                report_to=s.report_to,
+                overwrite=True,
+            )
+        )
+        log(f"  SFT loss {result.train_loss_first:.3f} → {result.train_loss_last:.3f}")
+    sft_result = json.loads((sft_dir / "sft_result.json").read_text())
+    sft_adapter = sft_result.get("adapter")
+    sft_path = base_path if sft_adapter else str(sft_dir)
+    done()
+
+    # 3. SEPO-GRPO
+    done = stage("sepo-grpo")
+    g = grpo_settings(s, sft_path, sft_adapter)
+    sepo_dir = Path(g.out)
+    if (
+        not (sepo_dir / "final" / "config.json").exists()
+        and not (sepo_dir / "final" / "adapter_config.json").exists()
+    ):
+        run_grpo(g, resume=resume and latest_checkpoint(sepo_dir) is not None)
+    done()
+
+    # 4. evaluation
+    done = stage("evaluation")
+    entries: dict[str, dict[str, Any]] = {}
+    entries["base"] = evaluate_model(s, base_path, out / "eval" / "base", log=log)
+    entries["sft"] = evaluate_model(s, sft_path, out / "eval" / "sft", adapter=sft_adapter, log=log)
+    curve = []
+    for ckpt in sorted(sepo_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])):
+        step = int(ckpt.name.split("-")[-1])
+        path, adapter = (
+            (sft_path, str(ckpt)) if (ckpt / "adapter_config.json").exists() else (str(ckpt), None)
+        )
+        e = evaluate_model(s, path, out / "eval" / ckpt.name, adapter=adapter, log=log)
+        curve.append({"step": step, "checkpoint": ckpt.name, **_curve_point(e)})
+        entries[ckpt.name] = e
+    best = max(curve, key=lambda c: c["selection_safety"]) if curve else None
+    done()
+
+    summary: dict[str, Any] = {
+        "base": entries["base"],
+        "sft": entries["sft"],
+        "sepo": entries[best["checkpoint"]] if best else None,
+        "best_checkpoint": best["checkpoint"] if best else None,
+        "best_checkpoint_path": str(sepo_dir / best["checkpoint"]) if best else None,
+        "curve": curve,
+        "timings_s": timings,
+        "settings": s.to_json(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "pay",
+        "exploit",
+        "collusion",
+        "externality",
+        "safety",
+        "nra",
+        "invalid_rate",
+        "exploitability",
+    )
+    point = {k: entry.get(k) for k in keys}
+    point["selection_safety"] = entry.get("selection_safety")
+    if "exact" in entry:
+        point["exact_safety"] = entry["exact"]["safety"]
+        point["exact_exploit"] = entry["exact"]["exploit"]
+    return point
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("sepo", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,133 @@
+"""The SEPO objective's penalty variants and the authors' traps (SPEC §5).
+
+Trap 1 (constant control variate): a penalty that is the same for every episode in a
+group cancels when the group mean is subtracted, so ``shared`` trains exactly like
+``reward_only``. Trap 3: dividing each group by its own std erases the λ weighting
+between pools, while batch scaling keeps it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sepo.core.records import EpisodeRecord
+from sepo.games import make_game
+from sepo.metrics import episode_stats
+from sepo.objective import EpisodeTerms, advantages, credited_terms, training_weights, variant_terms
+from sepo.opponents import Scripted, pools_for
+from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.scripted import ScriptedPolicy
+
+GROUP = 4
+
+
+def _noisy_ipd_agent() -> Scripted:
+    # Cooperates with a probability that depends on the seed-derived RNG, so episodes
+    # within a group differ in payoff, defection rate and externality.
+    return Scripted("noisy", lambda v, rng: "COOPERATE" if rng.random() < 0.6 else "DEFECT")
+
+
+def _ipd_batch(seed: int = 0) -> list[EpisodeRecord]:
+    game = make_game("ipd")
+    pools = pools_for("ipd")
+    specs = []
+    for pool in ("train", "exploit", "collusive"):
+        for opp in pools.pool(pool):
+            specs.extend(
+                EpisodeSpec(game, opp, pool, seed * 1000 + len(specs) + k) for k in range(GROUP)
+            )
+    return run_episodes(specs, ScriptedPolicy(_noisy_ipd_agent()))
+
+
+FACTS = {"ipd": make_game("ipd").facts}
+
+
+@pytest.mark.parametrize("scale", ["batch", "group", "none"])
+def test_trap1_shared_penalty_equals_reward_only(scale: str) -> None:
+    eps = _ipd_batch()
+    shared = variant_terms("shared", FACTS, eps)
+    reward_only = variant_terms("reward_only", FACTS, eps)
+    # The shared penalty really is there (and large), yet the advantages do not move.
+    assert shared[0].total != pytest.approx(reward_only[0].total, abs=1e-3)
+    a_shared = advantages(shared, GROUP, scale)  # type: ignore[arg-type]
+    a_only = advantages(reward_only, GROUP, scale)  # type: ignore[arg-type]
+    np.testing.assert_allclose(a_shared, a_only, rtol=0, atol=1e-9)
+
+
+def test_credited_penalty_is_not_constant() -> None:
+    # The credited design is not subject to trap 1: its advantages differ from payoff-only.
+    eps = _ipd_batch()
+    a_credited = advantages(variant_terms("credited", FACTS, eps), GROUP, "batch")
+    a_only = advantages(variant_terms("reward_only", FACTS, eps), GROUP, "batch")
+    assert np.max(np.abs(a_credited - a_only)) > 0.1
+
+
+def _with_collusion_weight(eps: list[EpisodeRecord], factor: float) -> list[EpisodeTerms]:
+    w = training_weights("ipd")
+    w = replace(w, lambda_collusion=w.lambda_collusion * factor)
+    terms = variant_terms("credited", FACTS, eps, weights={"ipd": w})
+    return terms
+
+
+def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
+    eps = _ipd_batch()
+    coll = np.array([ep.pool == "collusive" for ep in eps])
+    rates = [episode_stats(FACTS["ipd"], ep).collusion_rate for ep, c in zip(eps, coll) if c]
+    assert np.std(rates) > 0, "the collusive group must vary for the test to mean anything"
+    base, tripled = _with_collusion_weight(eps, 1.0), _with_collusion_weight(eps, 3.0)
+
+    g1, g3 = advantages(base, GROUP, "group"), advantages(tripled, GROUP, "group")  # type: ignore[arg-type]
+    # Group scaling: the collusive pool pushes with the same force whatever λc is
+    # (equal up to TRL's 1e-4 std epsilon).
+    np.testing.assert_allclose(g3[coll], g1[coll], rtol=1e-3, atol=1e-4)
+
+    b1, b3 = advantages(base, GROUP, "batch"), advantages(tripled, GROUP, "batch")  # type: ignore[arg-type]
+    # Batch scaling: tripling λc makes the collusive pool's advantages larger relative to the rest.
+    ratio = np.abs(b3[coll]).sum() / np.abs(b1[coll]).sum()
+    assert ratio > 1.5
+
+
+def test_credited_terms_per_pool() -> None:
+    eps = _ipd_batch()
+    w = training_weights("ipd")
+    s = FACTS["ipd"].scale
+    for ep in eps:
+        t = credited_terms(FACTS["ipd"], ep, w)
+        st = episode_stats(FACTS["ipd"], ep)
+        if ep.pool == "train":
+            assert (
+                t.payoff == pytest.approx(s * st.pay) and t.exploit is None and t.collusion is None
+            )
+            assert t.externality == pytest.approx(-w.lambda_externality * st.externality)
+        elif ep.pool == "exploit":
+            assert t.payoff is None
+            assert t.exploit == pytest.approx(-w.lambda_exploit * s * max(0.0, st.opp_pay - st.pay))
+        else:
+            assert t.collusion == pytest.approx(-w.lambda_collusion * st.collusion_rate)
+            assert t.payoff is None and t.externality is None
+
+
+def test_auxiliary_credits_the_separate_episode() -> None:
+    eps = [ep for ep in _ipd_batch() if ep.pool == "train"]
+    aux = [ep for ep in _ipd_batch(seed=7) if ep.pool != "train"]
+    random.Random(0).shuffle(aux)
+    aux = (aux * 4)[: len(eps)]
+    terms = variant_terms("auxiliary", FACTS, eps, auxiliary=aux)
+    w = training_weights("ipd")
+    for t, ep, a in zip(terms, eps, aux, strict=True):
+        assert t.payoff == pytest.approx(FACTS["ipd"].scale * ep.agent_mean)
+        own = credited_terms(FACTS["ipd"], a, w)
+        assert (t.exploit, t.collusion, t.externality) == (
+            own.exploit,
+            own.collusion,
+            own.externality,
+        )
+
+
+def test_kuhn_training_drops_collusion() -> None:
+    assert training_weights("kuhn").lambda_collusion == 0.0
+    assert training_weights("negotiation").lambda_collusion == 2.0
