@@ -24,14 +24,44 @@ class GameError(ValueError):
     """An illegal move or a call in the wrong phase: a bug in the caller, not model output."""
 
 
-class RepeatedSimultaneousState(ABC):
-    """State machine of a repeated two-player simultaneous-move game."""
+class EpisodeState:
+    """What every game's state keeps: the round index, finished rounds and running scores."""
 
     def __init__(self, facts: GameFacts) -> None:
         self.facts = facts
         self._round = 0
         self._history: list[RoundOutcome] = []
         self._scores = [0.0, 0.0]
+
+    @property
+    def round(self) -> int:
+        return self._round
+
+    @property
+    def history(self) -> Sequence[RoundOutcome]:
+        return self._history
+
+    def returns(self) -> tuple[float, float]:
+        return (self._scores[0], self._scores[1])
+
+    def _record(self, outcome: RoundOutcome) -> None:
+        self._history.append(outcome)
+        self._scores[0] += outcome.payoffs[0]
+        self._scores[1] += outcome.payoffs[1]
+        self._round += 1
+
+    def _copy(self) -> Any:
+        new = copy.copy(self)
+        new._history = list(self._history)
+        new._scores = list(self._scores)
+        return new
+
+
+class RepeatedSimultaneousState(EpisodeState, ABC):
+    """State machine of a repeated two-player simultaneous-move game."""
+
+    def __init__(self, facts: GameFacts) -> None:
+        super().__init__(facts)
         self._chance: dict[str, Any] = {}
         self._pending: list[str] = self._chance_events(0)
 
@@ -54,14 +84,6 @@ class RepeatedSimultaneousState(ABC):
         return {}
 
     # -- State protocol -------------------------------------------------------------------
-    @property
-    def round(self) -> int:
-        return self._round
-
-    @property
-    def history(self) -> Sequence[RoundOutcome]:
-        return self._history
-
     def is_terminal(self) -> bool:
         return self._round >= self.facts.rounds
 
@@ -100,11 +122,7 @@ class RepeatedSimultaneousState(ABC):
         for p in (0, 1):
             if actions[p] not in self._legal(p):
                 raise GameError(f"illegal action {actions[p]!r} for player {p}")
-        outcome = self._resolve(actions[0], actions[1])
-        self._history.append(outcome)
-        self._scores[0] += outcome.payoffs[0]
-        self._scores[1] += outcome.payoffs[1]
-        self._round += 1
+        self._record(self._resolve(actions[0], actions[1]))
         self._chance = {k: v for k, v in self._chance.items() if k.startswith("episode_")}
         if not self.is_terminal():
             self._pending = self._chance_events(self._round)
@@ -121,13 +139,8 @@ class RepeatedSimultaneousState(ABC):
             **self._private(player),
         )
 
-    def returns(self) -> tuple[float, float]:
-        return (self._scores[0], self._scores[1])
-
     def clone(self) -> RepeatedSimultaneousState:
-        new = copy.copy(self)
-        new._history = list(self._history)
-        new._scores = list(self._scores)
+        new: RepeatedSimultaneousState = self._copy()
         new._chance = dict(self._chance)
         new._pending = list(self._pending)
         return new

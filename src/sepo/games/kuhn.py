@@ -10,12 +10,11 @@ so the information set of a player is its card plus those letters (``"Kpb"``).
 
 from __future__ import annotations
 
-import copy
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
-from sepo.games.base import GameError, TextGame, fmt_num
+from sepo.games.base import EpisodeState, GameError, TextGame, fmt_num
 from sepo.games.registry import register_game
 
 CARDS = ("J", "Q", "K")
@@ -49,25 +48,14 @@ def hand_payoff_first_actor(betting: str, first_card: str, second_card: str) -> 
     return stake if RANK[first_card] > RANK[second_card] else -stake
 
 
-class KuhnState:
+class KuhnState(EpisodeState):
     """A repeated Kuhn poker episode."""
 
     def __init__(self, game: Kuhn) -> None:
-        self.facts = game.facts
-        self._round = 0
-        self._history: list[RoundOutcome] = []
-        self._scores = [0.0, 0.0]
+        super().__init__(game.facts)
         self._cards: tuple[str, str] | None = None  # by absolute player
         self._betting = ""
         self._actions: list[tuple[int, Action]] = []
-
-    @property
-    def round(self) -> int:
-        return self._round
-
-    @property
-    def history(self) -> Sequence[RoundOutcome]:
-        return self._history
 
     def first_actor(self, hand: int | None = None) -> int:
         return (self._round if hand is None else hand) % 2
@@ -121,7 +109,7 @@ class KuhnState:
         pay = [0.0, 0.0]
         pay[first], pay[1 - first] = v, -v
         showdown = self._betting in ("pp", "bb", "pbb")
-        self._history.append(
+        self._record(
             RoundOutcome(
                 self._round,
                 tuple(self._actions),
@@ -130,9 +118,6 @@ class KuhnState:
                 reveal=self._cards if showdown else None,
             )
         )
-        self._scores[0] += pay[0]
-        self._scores[1] += pay[1]
-        self._round += 1
         self._cards = None
         self._betting = ""
         self._actions = []
@@ -151,13 +136,8 @@ class KuhnState:
             first_actor=(self.first_actor() == player) if not self.is_terminal() else None,
         )
 
-    def returns(self) -> tuple[float, float]:
-        return (self._scores[0], self._scores[1])
-
     def clone(self) -> KuhnState:
-        new = copy.copy(self)
-        new._history = list(self._history)
-        new._scores = list(self._scores)
+        new: KuhnState = self._copy()
         new._actions = list(self._actions)
         return new
 

@@ -312,12 +312,8 @@ class LocalModelPolicy:
         untouched. Temperature 0 is greedy decoding. Answers stop at an EOS or
         end-of-turn token or after ``max_new_tokens``.
         """
-        cfg = sampling if sampling is not None else self.sampling
         prompts = [self.encode_prompt(m) for m in messages_batch]
-        results: list[TokenGeneration] = []
-        for chunk in _chunks(len(prompts), self.max_batch_size):
-            results.extend(self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs))
-        return results
+        return self.generate_from_ids(prompts, sampling, with_logprobs=with_logprobs)
 
     def generate_from_ids(
         self,
