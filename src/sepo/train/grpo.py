@@ -327,6 +327,8 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         max_grad_norm=settings.max_grad_norm,
         dataloader_num_workers=0,
+        # Activation checkpointing saves memory on real models and only costs time on the tiny one.
+        gradient_checkpointing=use_lora,
         **settings.extra_trl,
     )
     peft_config = None
