@@ -6,7 +6,8 @@ always player 0; the opponent player 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sepo.core.types import Action, RoundOutcome
@@ -24,7 +25,8 @@ class TurnRecord:
     """One decision of the agent."""
 
     round: int
-    observation: str
+    observation: str | None
+    """The observation text, or ``None`` when it is rendered on demand (``renderer``)."""
     raw: str
     """The policy's first answer, verbatim."""
     parsed: Action | None
@@ -39,15 +41,22 @@ class TurnRecord:
     """Kuhn: the hand's betting before this decision (empty elsewhere)."""
     card: str | None = None
     """Kuhn: the agent's card at this decision (for strategy statistics)."""
+    renderer: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    """Renders the observation later (scripted agents skip the text layer while playing)."""
 
     @property
     def valid(self) -> bool:
         return self.parsed is not None
 
+    def observation_text(self) -> str:
+        if self.observation is not None:
+            return self.observation
+        return self.renderer() if self.renderer is not None else ""
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "round": self.round,
-            "observation": self.observation,
+            "observation": self.observation_text(),
             "raw": self.raw,
             "parsed": action_to_json(self.parsed),
             "valid": self.valid,

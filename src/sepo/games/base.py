@@ -30,7 +30,7 @@ class EpisodeState:
     def __init__(self, facts: GameFacts) -> None:
         self.facts = facts
         self._round = 0
-        self._history: list[RoundOutcome] = []
+        self._history: tuple[RoundOutcome, ...] = ()  # immutable: views share it
         self._scores = [0.0, 0.0]
 
     @property
@@ -45,14 +45,13 @@ class EpisodeState:
         return (self._scores[0], self._scores[1])
 
     def _record(self, outcome: RoundOutcome) -> None:
-        self._history.append(outcome)
+        self._history = (*self._history, outcome)
         self._scores[0] += outcome.payoffs[0]
         self._scores[1] += outcome.payoffs[1]
         self._round += 1
 
     def _copy(self) -> Any:
         new = copy.copy(self)
-        new._history = list(self._history)
         new._scores = list(self._scores)
         return new
 
@@ -88,7 +87,7 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
         return self._round >= self.facts.rounds
 
     def is_chance(self) -> bool:
-        return not self.is_terminal() and bool(self._pending)
+        return bool(self._pending) and self._round < self.facts.rounds
 
     def chance_outcomes(self) -> list[tuple[object, float]]:
         if not self.is_chance():
@@ -105,7 +104,7 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
         self._pending.pop(0)
 
     def to_move(self) -> tuple[int, ...]:
-        if self.is_terminal() or self.is_chance():
+        if self._pending or self._round >= self.facts.rounds:
             return ()
         return (0, 1)
 
@@ -115,7 +114,7 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
         return self._legal(player)
 
     def apply_actions(self, actions: Mapping[int, Action]) -> None:
-        if self.is_terminal() or self.is_chance():
+        if self._pending or self._round >= self.facts.rounds:
             raise GameError("no player may act now")
         if set(actions) != {0, 1}:
             raise GameError("both players must act in a simultaneous round")
@@ -123,8 +122,9 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
             if actions[p] not in self._legal(p):
                 raise GameError(f"illegal action {actions[p]!r} for player {p}")
         self._record(self._resolve(actions[0], actions[1]))
-        self._chance = {k: v for k, v in self._chance.items() if k.startswith("episode_")}
-        if not self.is_terminal():
+        if self._chance:
+            self._chance = {k: v for k, v in self._chance.items() if k.startswith("episode_")}
+        if self._round < self.facts.rounds:
             self._pending = self._chance_events(self._round)
 
     def view(self, player: int) -> View:
@@ -133,7 +133,7 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
             player=player,
             round=self._round,
             rounds=self.facts.rounds,
-            history=tuple(self._history),
+            history=self._history,
             legal=self.legal_actions(player),
             scores=(self._scores[0], self._scores[1]),
             **self._private(player),

@@ -28,13 +28,13 @@ class IPDPayoffs:
             raise ValueError("IPD payoffs need T > R > P > S")
 
     def pair(self, a0: Action, a1: Action) -> tuple[float, float]:
-        table = {
-            (COOPERATE, COOPERATE): (self.reward, self.reward),
-            (COOPERATE, DEFECT): (self.sucker, self.temptation),
-            (DEFECT, COOPERATE): (self.temptation, self.sucker),
-            (DEFECT, DEFECT): (self.punishment, self.punishment),
-        }
-        return table[(str(a0), str(a1))]
+        if a0 == COOPERATE:
+            return (self.reward, self.reward) if a1 == COOPERATE else (self.sucker, self.temptation)
+        return (
+            (self.temptation, self.sucker)
+            if a1 == COOPERATE
+            else (self.punishment, self.punishment)
+        )
 
 
 class IPDState(RepeatedSimultaneousState):

@@ -21,6 +21,9 @@ CARDS = ("J", "Q", "K")
 RANK = {c: i for i, c in enumerate(CARDS)}
 DEALS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(CARDS, 2))
 TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
+_DEAL_OUTCOMES: tuple[tuple[object, float], ...] = tuple((d, 1.0 / len(DEALS)) for d in DEALS)
+# Player 0 opens even hands and the players alternate, so the mover is (hand + moves) % 2.
+_MOVER: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (1,))
 
 
 def facing_bet(betting: str) -> bool:
@@ -64,12 +67,12 @@ class KuhnState(EpisodeState):
         return self._round >= self.facts.rounds
 
     def is_chance(self) -> bool:
-        return not self.is_terminal() and self._cards is None
+        return self._cards is None and self._round < self.facts.rounds
 
     def chance_outcomes(self) -> list[tuple[object, float]]:
         if not self.is_chance():
             raise GameError("not a chance node")
-        return [(deal, 1.0 / len(DEALS)) for deal in DEALS]
+        return list(_DEAL_OUTCOMES)
 
     def apply_chance(self, outcome: object) -> None:
         if not self.is_chance() or outcome not in DEALS:
@@ -77,10 +80,9 @@ class KuhnState(EpisodeState):
         self._cards = DEALS[DEALS.index(outcome)]
 
     def to_move(self) -> tuple[int, ...]:
-        if self.is_terminal() or self.is_chance():
+        if self._cards is None or self._round >= self.facts.rounds:
             return ()
-        first = self.first_actor()
-        return (first if len(self._betting) % 2 == 0 else 1 - first,)
+        return _MOVER[(self._round + len(self._betting)) % 2]
 
     def legal_actions(self, player: int) -> tuple[Action, ...]:
         if player not in self.to_move():
@@ -128,7 +130,7 @@ class KuhnState(EpisodeState):
             player=player,
             round=self._round,
             rounds=self.facts.rounds,
-            history=tuple(self._history),
+            history=self._history,
             legal=self.legal_actions(player),
             scores=(self._scores[0], self._scores[1]),
             card=self._cards[player] if self._cards else None,

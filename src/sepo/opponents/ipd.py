@@ -16,11 +16,11 @@ from sepo.opponents.base import Pools, Scripted, catalogue
 
 
 def _tit_for_tat(v: View, rng: random.Random) -> Action:
-    return v.their_actions()[-1] if v.history else C
+    return v.history[-1].action_of(v.opponent) if v.history else C
 
 
 def _generous_tit_for_tat(v: View, rng: random.Random) -> Action:
-    if not v.history or v.their_actions()[-1] == C:
+    if not v.history or v.history[-1].action_of(v.opponent) == C:
         return C
     return C if rng.random() < 0.25 else D
 

@@ -32,5 +32,5 @@ def game_corpus(seed: int = 0, episodes_per_game: int = 60) -> Iterator[str]:
             by_seed[s] = find_strategy(name, rng.choices(demos, weights=weights)[0])
         for ep in run_episodes(specs, DemonstratorPolicy(by_seed)):
             for turn in ep.turns:
-                yield turn.observation
+                yield turn.observation_text()
                 yield turn.raw

@@ -13,6 +13,12 @@ message. The first observation shows the whole history; later ones show only the
 finished since the agent's previous move (the rest is already in the conversation). A
 model therefore sees exactly the token sequence that GRPO trains on.
 
+Scripted agents (a policy with a ``direct_strategy``) skip the text layer while they
+play: their answer would be the canonical action text, which parses back to the same
+action (a tested invariant), so the engine calls the strategy on its view and renders
+the observation only when a transcript is written. The agent's strategy draws from
+``Random(f"agent:{seed}")``, one stream per episode.
+
 Invalid answers go through the fallback ladder (SPEC §2): the policy's own recovery
 (constrained choice or re-prompt), then the game's documented default action. Each turn
 records what happened.
@@ -20,12 +26,14 @@ records what happened.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
 from sepo.core.types import Action, Game, State, Strategy
+from sepo.games.text import format_action
 from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Message, Recovery
 
 
@@ -46,6 +54,7 @@ class _Live:
     chance_rng: random.Random
     opponent_rng: random.Random
     turns: list[TurnRecord] = field(default_factory=list)
+    agent_rng: random.Random | None = None
     messages: list[Message] = field(default_factory=list)
     seen_rounds: int = 0
     """Rounds already shown to the agent in its conversation."""
@@ -98,7 +107,15 @@ def run_episodes(
         )
         for s in specs
     ]
+    direct: Strategy | None = getattr(policy, "direct_strategy", None)
+    if direct is not None:
+        for live in lives:
+            live.agent_rng = random.Random(f"agent:{live.spec.seed}")
     pending = [i for i, live in enumerate(lives) if _advance(live)]
+    while direct is not None and pending:
+        pending = [i for i in pending if _direct_turn(lives[i], direct)]
+        if on_step is not None:
+            on_step(len(lives) - len(pending), len(lives))
     while pending:
         requests = [_request(i, lives[i]) for i in pending]
         texts = policy.respond(requests)
@@ -158,6 +175,36 @@ def run_episodes(
         )
         for live in lives
     ]
+
+
+def _direct_turn(live: _Live, strategy: Strategy) -> bool:
+    """One decision of a scripted agent without the text layer; False when the episode ends."""
+    game, state = live.spec.game, live.state
+    view = state.view(AGENT)
+    assert live.agent_rng is not None
+    chosen = strategy.act(view, live.agent_rng)
+    legal = chosen in view.legal
+    action = chosen if legal else game.default_action(view)
+    live.turns.append(
+        TurnRecord(
+            round=view.round,
+            observation=None,
+            raw=format_action(chosen) if isinstance(chosen, str | int | tuple) else repr(chosen),
+            parsed=chosen if legal else None,
+            action=action,
+            fallback="none" if legal else "default",
+            legal=view.legal,
+            betting=view.betting,
+            card=view.card,
+            renderer=functools.partial(game.render, view, live.seen_rounds),
+        )
+    )
+    live.seen_rounds = len(view.history)
+    moves: dict[int, Action] = {AGENT: action}
+    if OPPONENT in state.to_move():
+        moves[OPPONENT] = live.spec.opponent.act(state.view(OPPONENT), live.opponent_rng)
+    state.apply_actions(moves)
+    return _advance(live)
 
 
 def _request(index: int, live: _Live) -> DecisionRequest:

@@ -1,8 +1,10 @@
-"""A scripted strategy as an agent policy: it answers with the canonical action text, so
-scripted play goes through exactly the same rendering, parsing and engine as a model.
+"""A scripted strategy as an agent policy.
 
-Each decision draws from ``Random(f"agent:{seed}:{turn}")``: a pure function of the
-episode seed and the decision's index, so batching never changes a transcript.
+The engine plays it directly (``direct_strategy``): it acts on its view and its answer is
+the canonical action text. ``respond`` gives the same answers through the text
+interface, for callers that drive a policy themselves. Either way an episode's decisions
+draw, in order, from one ``Random(f"agent:{seed}")``, so batching never changes a
+transcript.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ class ScriptedPolicy:
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
+        self.direct_strategy = strategy
         self.name = f"scripted:{strategy.name}"
+        self._rngs: dict[int, random.Random] = {}
 
     def respond(self, requests: Sequence[DecisionRequest]) -> list[str]:
         out = []
         for req in requests:
-            rng = random.Random(f"agent:{req.seed}:{req.turn}")
-            out.append(format_action(self.strategy.act(req.view, rng)))
+            if req.turn == 0 or req.episode not in self._rngs:
+                self._rngs[req.episode] = random.Random(f"agent:{req.seed}")
+            action = self.strategy.act(req.view, self._rngs[req.episode])
+            out.append(format_action(action))
         return out
 
     def recover(

@@ -55,7 +55,7 @@ def episode_conversation(ep: EpisodeRecord, system: str) -> list[Message]:
     """The whole conversation of an episode, exactly as the engine built it."""
     messages: list[Message] = [{"role": "system", "content": system}]
     for turn in ep.turns:
-        messages.append({"role": "user", "content": turn.observation})
+        messages.append({"role": "user", "content": turn.observation_text()})
         messages.append({"role": "assistant", "content": turn.raw})
     return messages
 
