@@ -301,10 +301,19 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     dataset = Dataset.from_dict({"prompt": rows})
     model, tokenizer, use_lora = _load_model(settings)
     cuda = torch.cuda.is_available()
+    # One group per slot per optimizer step, whatever the number of processes: the step's
+    # episodes are split across them (accelerate sets WORLD_SIZE).
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    per_step = len(slots) * settings.group_size
+    if per_step % world:
+        raise ValueError(
+            f"{per_step} episodes per step do not split over {world} processes; "
+            "change group_size or the number of processes"
+        )
     config = GRPOConfig(
         output_dir=settings.out,
         max_steps=settings.steps,
-        per_device_train_batch_size=len(slots) * settings.group_size,
+        per_device_train_batch_size=per_step // world,
         gradient_accumulation_steps=1,
         num_generations=settings.group_size,
         shuffle_dataset=False,
