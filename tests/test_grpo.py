@@ -16,13 +16,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from sepo.games import make_game  # noqa: E402
+from sepo.opponents import find_strategy  # noqa: E402
 from sepo.policies.corpus import game_corpus  # noqa: E402
 from sepo.policies.local import LocalModelPolicy  # noqa: E402
 from sepo.policies.tiny import build_tiny_model  # noqa: E402
 from sepo.rollout.engine import EpisodeSpec, run_episodes  # noqa: E402
 from sepo.rollout.protocol import SamplingConfig  # noqa: E402
-from sepo.games import make_game  # noqa: E402
-from sepo.opponents import find_strategy  # noqa: E402
 from sepo.train.grpo import GRPOSettings, build_trainer, training_slots  # noqa: E402
 from sepo.train.token_rollout import TokenTrackingPolicy  # noqa: E402
 
@@ -66,7 +66,9 @@ def test_token_sequences_are_the_conversation(tiny_dir: Path) -> None:
         assert len(tok.completion_ids) == len(tok.env_mask) == len(tok.logprobs)
         generated = sum(tok.env_mask)
         assert 0 < generated < len(tok.completion_ids)
-        text = local.tokenizer.decode(tok.prompt_ids + tok.completion_ids, skip_special_tokens=False)
+        text = local.tokenizer.decode(
+            tok.prompt_ids + tok.completion_ids, skip_special_tokens=False
+        )
         for turn in ep.turns:
             assert turn.observation in text
         # every generated token has a finite log-probability, environment tokens carry 0
@@ -79,7 +81,9 @@ def test_short_run_changes_parameters_and_logs_every_term(tiny_dir: Path, tmp_pa
     trainer, _ = build_trainer(settings)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
-    changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
+    changed = sum(
+        not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters()
+    )
     assert changed > 0
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert logs and all(math.isfinite(float(h["loss"])) for h in logs)
@@ -97,7 +101,11 @@ def test_kuhn_best_responder_slot_and_exploitability_log(tiny_dir: Path, tmp_pat
     trainer, rollout = build_trainer(settings)
     trainer.train()
     assert rollout.best is not None
-    logged = [h["sepo/exact_exploitability"] for h in trainer.state.log_history if "sepo/exact_exploitability" in h]
+    logged = [
+        h["sepo/exact_exploitability"]
+        for h in trainer.state.log_history
+        if "sepo/exact_exploitability" in h
+    ]
     assert logged and 0.0 <= logged[0] <= 1.5
 
 
@@ -132,3 +140,34 @@ def test_resume_matches_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
     wb = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_through_accelerate(tiny_dir: Path, tmp_path: Path) -> None:
+    """Scale-out is accelerate's: a 2-process CPU run completes and splits each step."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not installed")
+    settings = _settings(tiny_dir, tmp_path / "acc", games=("kuhn",), steps=1, group_size=2)
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings.to_json()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        "accelerate",
+        "launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "-m",
+        "sepo.train.grpo",
+        "--settings",
+        str(path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = json.loads((tmp_path / "acc" / "checkpoint-1" / "trainer_state.json").read_text())
+    # 5 Kuhn groups of 2 episodes: 5 per process, 10 per step in total
+    assert state["train_batch_size"] == 10
