@@ -169,8 +169,12 @@ class TextGame:
         raise NotImplementedError
 
     def render(self, view: View, since: int = 0) -> str:
-        """The observation for ``view``, listing finished rounds from ``since`` on."""
-        lines = self.state_lines(view)
+        """The observation for ``view``, listing finished rounds from ``since`` on.
+
+        Order: what happened (finished rounds, running scores), then where the player
+        stands now (round, private information), then the answer format, so that what
+        the decision depends on sits right before the answer."""
+        lines: list[str] = []
         shown = view.history[since:]
         if shown:
             lines.append(self.history_title if since == 0 else "Since your last move:")
@@ -178,6 +182,7 @@ class TextGame:
         elif since == 0 and self.empty_history:
             lines.append(self.empty_history)
         lines.append(scores_line(view))
+        lines.extend(self.state_lines(view))
         lines.append(self.format_footer(view))
         return "\n".join(lines)
 

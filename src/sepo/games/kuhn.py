@@ -189,7 +189,7 @@ class Kuhn(TextGame):
     empty_history = None
 
     def state_lines(self, view: View) -> list[str]:
-        lines = [f"Hand {view.round + 1} of {view.rounds}. Your card: {view.card}."]
+        lines = [f"Hand {view.round + 1} of {view.rounds}."]
         lines.append(
             "You act first this hand."
             if view.first_actor
@@ -202,6 +202,7 @@ class Kuhn(TextGame):
                 who = "you" if order[i % 2] == view.player else "opponent"
                 seq.append(f"{who} {letter_to_word(view.betting[:i], letter)}")
             lines.append("This hand so far: " + ", ".join(seq) + ".")
+        lines.append(f"Your card: {view.card}.")
         return lines
 
     def round_line(self, r: RoundOutcome, view: View) -> str:

@@ -302,7 +302,4 @@ def format_action(action: Action) -> str:
     return str(action)
 
 
-OUTPUT_FORMAT = (
-    "Think briefly if you like, then write your action alone on the last line, "
-    "exactly as one of: {options}."
-)
+OUTPUT_FORMAT = "Give a short reason, then your action alone on the last line, one of: {options}."
