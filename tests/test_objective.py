@@ -76,7 +76,9 @@ def _with_collusion_weight(eps: list[EpisodeRecord], factor: float) -> list[Epis
 def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
     eps = _ipd_batch()
     coll = np.array([ep.pool == "collusive" for ep in eps])
-    rates = [episode_stats(FACTS["ipd"], ep).collusion_rate for ep, c in zip(eps, coll) if c]
+    rates = [
+        episode_stats(FACTS["ipd"], ep).collusion_rate for ep, c in zip(eps, coll, strict=True) if c
+    ]
     assert np.std(rates) > 0, "the collusive group must vary for the test to mean anything"
     base, tripled = _with_collusion_weight(eps, 1.0), _with_collusion_weight(eps, 3.0)
 
