@@ -1,0 +1,193 @@
+"""The command line: outputs, schema, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sepo.cli.main import app
+
+runner = CliRunner()
+HEADLINE = ("pay", "exploit", "collusion", "externality", "safety", "nra", "robust", "invalid_rate")
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _fails(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_games_lists_every_domain() -> None:
+    out = _ok(["games"])
+    for name in ("ipd", "auction", "negotiation", "negotiation_v2", "kuhn"):
+        assert name in out
+
+
+def test_eval_writes_metrics_and_episodes(tmp_path: Path) -> None:
+    out = tmp_path / "tft"
+    _ok(
+        [
+            "eval",
+            "--game",
+            "ipd",
+            "--policy",
+            "scripted:tit_for_tat",
+            "--episodes",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in HEADLINE:
+        assert isinstance(metrics[key], float)
+    assert metrics["exploit"] == pytest.approx(0.3125)  # SPEC §6
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    ep = json.loads(lines[0])
+    assert {"seed", "game", "opponent", "pool", "turns", "rounds"} <= set(ep)
+    assert {"observation", "raw", "parsed", "action"} <= set(ep["turns"][0])
+    # the same --out again is refused (no silent overwrite), then allowed with --overwrite
+    _fails(
+        [
+            "eval",
+            "--game",
+            "ipd",
+            "--policy",
+            "scripted:tit_for_tat",
+            "--episodes",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    _ok(
+        [
+            "eval",
+            "--game",
+            "ipd",
+            "--policy",
+            "scripted:tit_for_tat",
+            "--episodes",
+            "5",
+            "--out",
+            str(out),
+            "--overwrite",
+        ]
+    )
+
+
+def test_eval_kuhn_strategy_file_has_exact_block(tmp_path: Path) -> None:
+    from sepo.exact.kuhn import KuhnStrategy
+
+    path = tmp_path / "nash.json"
+    KuhnStrategy.nash(1 / 6).to_json(path)
+    out = tmp_path / "k"
+    _ok(
+        [
+            "eval",
+            "--game",
+            "kuhn",
+            "--policy",
+            f"strategy:{path}",
+            "--episodes",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["exact"]["exploitability"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--game", "chess"],
+        ["eval", "--game", "ipd", "--policy", "scripted:nobody"],
+        ["eval", "--game", "ipd", "--policy", "bogus:x"],
+        ["eval", "--game", "ipd", "--policy", "tiny:/nonexistent/dir"],
+        ["eval", "--game", "ipd", "--policy", "openai:no-url@"],
+        ["eval", "--game", "ipd", "--out", "/proc/forbidden"],
+        ["exploitability", "--game", "ipd", "--policy", "scripted:tit_for_tat"],
+        ["exploitability", "--policy", "strategy:/nonexistent.json"],
+        ["play", "--game", "kuhn", "--opponent", "nobody"],
+        ["train", "--penalty", "sometimes"],
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str]) -> None:
+    out = _fails(args)
+    assert "error:" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "JSON"),
+        ('{"J": 0.5}', "missing"),
+        (json.dumps({k: 1.5 for k in (["J", "Q", "K", "Jp", "Qp", "Kp", "Jb", "Qb", "Kb", "Jpb", "Qpb", "Kpb"])}), "1.5"),
+    ],
+)
+def test_bad_strategy_files(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    out = _fails(["exploitability", "--policy", f"strategy:{path}"])
+    assert needle.lower() in out.lower()
+
+
+def test_exploitability_json() -> None:
+    out = _ok(["exploitability", "--policy", "scripted:uniform", "--json"])
+    payload = json.loads(out)
+    assert payload["exploitability"] == pytest.approx(11 / 24)
+
+
+def test_play_reads_moves_and_survives_end_of_input() -> None:
+    result = runner.invoke(
+        app,
+        ["play", "--game", "ipd", "--opponent", "tit_for_tat"],
+        input="COOPERATE\nnonsense\nDEFECT\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Final score" in result.output
+
+
+def test_tiny_and_hf_paths_write_the_same_schema(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    model = tmp_path / "tiny"
+    _ok(["model", "init", "--out", str(model)])
+    schemas = []
+    for spec in (f"tiny:{model}", f"hf:{model}"):
+        out = tmp_path / spec.split(":")[0]
+        _ok(
+            [
+                "eval",
+                "--game",
+                "kuhn",
+                "--policy",
+                spec,
+                "--episodes",
+                "1",
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        metrics = json.loads((out / "metrics.json").read_text())
+        ep = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
+        schemas.append((sorted(metrics), sorted(ep), sorted(ep["turns"][0])))
+        # an untrained model mostly fails to answer, and the fallback keeps every game legal
+        assert metrics["invalid_rate"] > 0.5
+        for line in (out / "episodes.jsonl").read_text().splitlines():
+            for turn in json.loads(line)["turns"]:
+                assert turn["action"] in ("PASS", "BET", "CALL", "FOLD")
+    assert schemas[0] == schemas[1]
