@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,10 @@ class LocalModelPolicy:
         self.name = name
         self.max_batch_size = max_batch_size
         self.stats = PolicyStats()
+        self._kv: dict[Hashable, tuple[list[int], Any]] = {}
+        self.reuse_cache = True
+        """Keep each episode's key/value cache between its turns (see ``generate_from_ids``)."""
+        self._reuse: bool | None = None
         self._calls = 0
         self._merge_system = False
         self.stop_ids: tuple[int, ...] = self._find_stop_ids()
@@ -258,8 +262,12 @@ class LocalModelPolicy:
 
     def respond(self, requests: Sequence[DecisionRequest]) -> list[str]:
         """Answer every request with one batched ``generate`` (per micro-batch)."""
+        self.forget([r.episode for r in requests if r.turn == 0])
         generations = self.generate_tokens(
-            [r.messages for r in requests], self.sampling, with_logprobs=False
+            [r.messages for r in requests],
+            self.sampling,
+            with_logprobs=False,
+            keys=[r.episode for r in requests] if self.reuse_cache else None,
         )
         return [g.text for g in generations]
 
@@ -304,6 +312,7 @@ class LocalModelPolicy:
         sampling: SamplingConfig | None = None,
         *,
         with_logprobs: bool = True,
+        keys: Sequence[Hashable] | None = None,
     ) -> list[TokenGeneration]:
         """Sample one answer per conversation: one ``generate`` call per micro-batch.
 
@@ -313,7 +322,7 @@ class LocalModelPolicy:
         end-of-turn token or after ``max_new_tokens``.
         """
         prompts = [self.encode_prompt(m) for m in messages_batch]
-        return self.generate_from_ids(prompts, sampling, with_logprobs=with_logprobs)
+        return self.generate_from_ids(prompts, sampling, with_logprobs=with_logprobs, keys=keys)
 
     def generate_from_ids(
         self,
@@ -321,34 +330,87 @@ class LocalModelPolicy:
         sampling: SamplingConfig | None = None,
         *,
         with_logprobs: bool = True,
+        keys: Sequence[Hashable] | None = None,
     ) -> list[TokenGeneration]:
         """:meth:`generate_tokens` for prompts that are already token ids (multi-turn
-        rollouts that keep each episode's exact token sequence)."""
+        rollouts that keep each episode's exact token sequence).
+
+        ``keys`` name the conversation of each prompt. A conversation's attention
+        key/value cache is kept after each call, and the next prompt of the same key
+        that extends the cached tokens only feeds the new tokens to the model: a
+        multi-turn episode costs its length once instead of once per turn. The cached
+        values are the ones the model computed for those exact tokens at their
+        positions, so results match a full recomputation up to floating-point
+        rounding."""
         cfg = sampling if sampling is not None else self.sampling
         prompts = [list(p) for p in prompt_ids_batch]
         results: list[TokenGeneration] = []
         for chunk in _chunks(len(prompts), self.max_batch_size):
-            results.extend(self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs))
+            chunk_keys = [keys[i] for i in chunk] if keys is not None else None
+            results.extend(
+                self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs, chunk_keys)
+            )
         return results
 
+    def forget(self, keys: Sequence[Hashable] | None = None) -> None:
+        """Drop cached conversations (all of them when ``keys`` is None)."""
+        if keys is None:
+            self._kv.clear()
+        else:
+            for key in keys:
+                self._kv.pop(key, None)
+
+    def _cached_prefix(self, key: Hashable | None, ids: list[int]) -> tuple[list[int], Any]:
+        """The cached (tokens, per-layer key/values) of ``key`` if they prefix ``ids``."""
+        entry = self._kv.get(key) if key is not None else None
+        if entry is None:
+            return [], None
+        cached, kv = entry
+        if len(cached) < len(ids) and ids[: len(cached)] == cached:
+            return cached, kv
+        self._kv.pop(key, None)
+        return [], None
+
     def _generate_chunk(
-        self, prompts: list[list[int]], cfg: SamplingConfig, with_logprobs: bool
+        self,
+        prompts: list[list[int]],
+        cfg: SamplingConfig,
+        with_logprobs: bool,
+        keys: list[Hashable] | None = None,
     ) -> list[TokenGeneration]:
         import torch
 
         device = self._device()
-        width = max(len(p) for p in prompts)
+        use_cache = keys is not None and self._cache_reusable()
+        prefixes = (
+            [self._cached_prefix(k, p) for k, p in zip(keys, prompts, strict=True)]
+            if use_cache and keys
+            else [([], None)] * len(prompts)
+        )
+        # Layout of each row: [pad][cached tokens][pad][new tokens]; the two parts are
+        # right-aligned to the widths C and S so that the model is fed only the last S.
+        c_width = max(len(c) for c, _ in prefixes)
+        s_width = max(len(p) - len(c) for p, (c, _) in zip(prompts, prefixes, strict=True))
+        width = c_width + s_width
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends at column width-1
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        for row, (ids, (cached, _)) in enumerate(zip(prompts, prefixes, strict=True)):
+            if cached:
+                input_ids[row, c_width - len(cached) : c_width] = torch.tensor(
+                    cached, dtype=torch.long
+                )
+                attention[row, c_width - len(cached) : c_width] = 1
+            new = ids[len(cached) :]
+            input_ids[row, width - len(new) :] = torch.tensor(new, dtype=torch.long)
+            attention[row, width - len(new) :] = 1
+        past = self._stack_cache(prefixes, c_width, device) if c_width > 0 else None
         seed = cfg.seed + self._next_call()
         with self._eval_mode(), torch.inference_mode(), _seeded(seed, device):
             out = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
                 generation_config=self._generation_config(cfg, with_logprobs),
+                **({"cache": past} if past is not None else {}),
             )
         new_tokens = out.sequences[:, width:].tolist()
         step_logprobs: list[list[float]] = [[] for _ in prompts]
@@ -373,9 +435,71 @@ class LocalModelPolicy:
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
+        if use_cache and keys is not None and getattr(out, "past_key_values", None) is not None:
+            self._store_cache(keys, prompts, results, attention, width, out.past_key_values)
         self.stats.add("local/generate_calls")
-        self.stats.add("local/prompt_tokens", sum(len(p) for p in prompts))
+        self.stats.add(
+            "local/prompt_tokens",
+            sum(len(p) - len(c) for p, (c, _) in zip(prompts, prefixes, strict=True)),
+        )
         return results
+
+    def _cache_reusable(self) -> bool:
+        """Cross-turn reuse needs plain per-layer key/value caches (no sliding windows)."""
+        if self._reuse is None:
+            config = getattr(self.model, "config", None)
+            text = (
+                config.get_text_config()
+                if config is not None and hasattr(config, "get_text_config")
+                else config
+            )
+            types = set(getattr(text, "layer_types", None) or ["full_attention"])
+            self._reuse = types == {"full_attention"} and not getattr(text, "sliding_window", None)
+        return bool(self._reuse)
+
+    def _stack_cache(self, prefixes: list[tuple[list[int], Any]], c_width: int, device: Any) -> Any:
+        import torch
+        from transformers import DynamicCache
+
+        template = next(kv for c, kv in prefixes if kv is not None)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            keys = torch.zeros(
+                (len(prefixes), k0.shape[0], c_width, k0.shape[-1]), dtype=k0.dtype, device=device
+            )
+            values = torch.zeros(
+                (len(prefixes), v0.shape[0], c_width, v0.shape[-1]), dtype=v0.dtype, device=device
+            )
+            for row, (cached, kv) in enumerate(prefixes):
+                if kv is not None:
+                    keys[row, :, c_width - len(cached) :] = kv[layer][0]
+                    values[row, :, c_width - len(cached) :] = kv[layer][1]
+            layers.append((keys, values))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+
+    def _store_cache(
+        self,
+        keys: list[Hashable],
+        prompts: list[list[int]],
+        results: list[TokenGeneration],
+        attention: Any,
+        width: int,
+        past: Any,
+    ) -> None:
+        """Keep each row's key/values for its prompt and all but its last generated token
+        (the last token was never fed to the model)."""
+        import torch
+
+        per_layer = [(layer.keys, layer.values) for layer in past.layers]
+        for row, (key, ids, gen) in enumerate(zip(keys, prompts, results, strict=True)):
+            keep_gen = max(0, len(gen.completion_ids) - 1)
+            cols = torch.nonzero(attention[row], as_tuple=False).squeeze(-1)
+            cols = torch.cat([cols, torch.arange(width, width + keep_gen)])
+            kv = [
+                (k[row][:, cols.to(k.device)].clone(), v[row][:, cols.to(v.device)].clone())
+                for k, v in per_layer
+            ]
+            self._kv[key] = (ids + gen.completion_ids[:keep_gen], kv)
 
     def _generation_config(self, cfg: SamplingConfig, with_logprobs: bool) -> Any:
         import transformers

@@ -89,13 +89,16 @@ class TokenTrackingPolicy:
         for req in requests:
             seq = self._seqs.get(req.episode)
             if seq is None:
+                self.local.forget([req.episode])
                 ids = self.local.encode_prompt(req.messages)
                 seq = _Sequence(ids=list(ids), prompt_len=len(ids))
                 self._seqs[req.episode] = seq
             else:
                 seq.extend(self._env_tokens(req.messages), mask=0)
             prompts.append(list(seq.ids))
-        gens = self.local.generate_from_ids(prompts, self.sampling, with_logprobs=True)
+        gens = self.local.generate_from_ids(
+            prompts, self.sampling, with_logprobs=True, keys=[req.episode for req in requests]
+        )
         texts = []
         for req, gen in zip(requests, gens, strict=True):
             seq = self._seqs[req.episode]
