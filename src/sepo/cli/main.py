@@ -433,7 +433,7 @@ def train(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 40,
+    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 20,
     penalty: Annotated[
         str, typer.Option(help="credited | shared | auxiliary | reward_only")
     ] = "credited",
@@ -442,8 +442,8 @@ def train(
         bool, typer.Option(help="Kuhn: exact best-responder in the exploit pool.")
     ] = True,
     group_size: Annotated[int, typer.Option(min=2)] = 4,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = 10,
-    eval_episodes: Annotated[int, typer.Option(min=1)] = 20,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 5,
+    eval_episodes: Annotated[int, typer.Option(min=1)] = 10,
     lr: Annotated[
         float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
     ] = None,

@@ -52,9 +52,15 @@ class TrainSettings:
     """Demonstrator episodes per game for SFT (``None``: the paper's ≈8,000 decisions).
     The tiny default, 400 Kuhn episodes ≈ 3,600 decisions, is what the tiny SFT recipe
     reaches in its time budget anyway."""
-    sft_epochs: float | None = None
-    sft_learning_rate: float | None = None
-    steps: int = 40
+    sft_epochs: float | None = 0.5
+    """Passes over whole episodes after the prefix curriculum (``None``: the SFT default)."""
+    sft_learning_rate: float | None = 3e-3
+    sft_batch_size: int | None = 16
+    sft_curriculum: tuple[tuple[int, float], ...] | None = ((1, 15.0), (3, 6.0))
+    """SFT on episode prefixes first, as (decisions, passes): the tiny model learns to
+    read its card only after a few hundred steps on short contexts at a high learning
+    rate (measured: card-independent play after 160 steps, card-dependent after 300)."""
+    steps: int = 20
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget."""
     group_size: int = 4
     temperature: float = 0.8
@@ -68,8 +74,8 @@ class TrainSettings:
     best_responder: bool = True
     """Kuhn: exact best-responder to the current policy in the exploit pool."""
     best_responder_every: int = 5
-    checkpoint_every: int = 10
-    eval_episodes: int = 20
+    checkpoint_every: int = 5
+    eval_episodes: int = 10
     """Episodes per opponent in each stage's sampled evaluation."""
     report_to: str = "tensorboard"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +87,8 @@ class TrainSettings:
     def from_json(cls, data: dict[str, Any]) -> TrainSettings:
         data = dict(data)
         data["games"] = tuple(data["games"])
+        if data.get("sft_curriculum") is not None:
+            data["sft_curriculum"] = tuple(tuple(x) for x in data["sft_curriculum"])
         return cls(**data)
 
 
@@ -211,6 +219,8 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
                 model=model_spec,
                 epochs=s.sft_epochs,
                 learning_rate=s.sft_learning_rate,
+                per_device_batch_size=s.sft_batch_size,
+                prefix_curriculum=s.sft_curriculum,
                 seed=s.seed,
                 report_to=s.report_to,
                 overwrite=True,
