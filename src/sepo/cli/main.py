@@ -422,6 +422,58 @@ def data_sft(
 
 @app.command()
 @cli_errors
+def sft(
+    game: Annotated[str, typer.Option(help="A game, a comma-separated list, or 'all'.")],
+    out: Annotated[Path, typer.Option(help="Output directory (model or adapter, logs).")],
+    model: Annotated[str, typer.Option(help="tiny, tiny:DIR or hf:PATH_OR_ID")] = "tiny",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset from `sepo data sft` (default: build one in OUT/data)."),
+    ] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--no-lora", help="Default: LoRA for hf models.")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.0)] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0)] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[bool, typer.Option()] = False,
+    report_to: Annotated[str, typer.Option()] = "tensorboard",
+) -> None:
+    """Supervised warm start on demonstrator episodes (TRL SFTTrainer, assistant turns only)."""
+    from sepo.train.demonstrations import build_sft_dataset, write_dataset
+    from sepo.train.sft import SFTError, SFTSettings, run_sft
+
+    names = resolve_games(game)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} is not empty; pass --overwrite or choose another --out")
+    if data is None:
+        data = out / "data"
+        write_dataset(build_sft_dataset(names, seed=seed), data)
+    try:
+        result = run_sft(
+            SFTSettings(
+                data=data,
+                out=out,
+                model=model,
+                lora=lora,
+                epochs=epochs,
+                learning_rate=lr,
+                seed=seed,
+                report_to=report_to,
+                overwrite=True,
+            )
+        )
+    except SFTError as exc:
+        raise UsageError(str(exc)) from None
+    console.print(
+        f"SFT loss {result.train_loss_first:.3f} → {result.train_loss_last:.3f}"
+        f" (eval {result.eval_loss if result.eval_loss is not None else float('nan'):.3f}) in "
+        f"{result.train_seconds:.0f} s; evaluate with --policy {result.policy}"
+    )
+
+
+@app.command()
+@cli_errors
 def train(
     game: Annotated[
         str, typer.Option(help="A game or a comma-separated list (joint training).")
