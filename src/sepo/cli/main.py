@@ -51,8 +51,10 @@ class UsageError(ValueError):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sepo.policies.resolve import PolicySpecError
+    from sepo.train.sft import SFTError
 
     return (
+        SFTError,
         UsageError,
         UnknownGameError,
         StrategyError,

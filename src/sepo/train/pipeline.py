@@ -52,7 +52,7 @@ class TrainSettings:
     """Demonstrator episodes per game for SFT (``None``: the paper's ≈8,000 decisions).
     The tiny default, 400 Kuhn episodes ≈ 3,600 decisions, is what the tiny SFT recipe
     reaches in its time budget anyway."""
-    sft_epochs: float | None = 0.0
+    sft_epochs: float | None = 0.1
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT default)."""
     sft_learning_rate: float | None = 3e-3
     sft_batch_size: int | None = 8
