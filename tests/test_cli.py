@@ -134,7 +134,17 @@ def test_bad_input_is_one_line_exit_2(args: list[str]) -> None:
     [
         ("{not json", "JSON"),
         ('{"J": 0.5}', "missing"),
-        (json.dumps({k: 1.5 for k in (["J", "Q", "K", "Jp", "Qp", "Kp", "Jb", "Qb", "Kb", "Jpb", "Qpb", "Kpb"])}), "1.5"),
+        (
+            json.dumps(
+                {
+                    k: 1.5
+                    for k in (
+                        ["J", "Q", "K", "Jp", "Qp", "Kp", "Jb", "Qb", "Kb", "Jpb", "Qpb", "Kpb"]
+                    )
+                }
+            ),
+            "1.5",
+        ),
     ],
 )
 def test_bad_strategy_files(tmp_path: Path, content: str, needle: str) -> None:
