@@ -52,15 +52,17 @@ class TrainSettings:
     """Demonstrator episodes per game for SFT (``None``: the paper's ≈8,000 decisions).
     The tiny default, 400 Kuhn episodes ≈ 3,600 decisions, is what the tiny SFT recipe
     reaches in its time budget anyway."""
-    sft_epochs: float | None = 0.1
-    """Passes over whole episodes after the prefix curriculum (``None``: the SFT default)."""
-    sft_learning_rate: float | None = 3e-3
-    sft_batch_size: int | None = 8
-    sft_curriculum: tuple[tuple[int, float], ...] | None = ((1, 7.5), (3, 1.5))
-    """SFT on episode prefixes first, as (decisions, passes): the tiny model learns to
-    read its card only after a few hundred steps on short contexts at a high learning
-    rate (measured: card-independent play after 160 steps, card-dependent after 300).
-    The default is ≈300 steps on first decisions, then ≈60 on three-decision prefixes."""
+    sft_epochs: float | None = None
+    """Passes over whole episodes after the prefix curriculum (``None``: the SFT
+    default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's)."""
+    sft_learning_rate: float | None = None
+    """``None``: the SFT default for the model kind (tiny 2e-3, hf 2e-5)."""
+    sft_batch_size: int | None = None
+    """``None``: the SFT default for the model kind."""
+    sft_curriculum: tuple[tuple[int, float], ...] | None = None
+    """SFT on episode prefixes first, as (decisions, passes) (``None``: the SFT default
+    for the model kind; the tiny model needs short contexts first to learn to read its
+    card, see :data:`sepo.train.sft.TINY_DEFAULTS`)."""
     steps: int = 20
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget."""
     group_size: int = 4
