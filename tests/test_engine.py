@@ -45,3 +45,39 @@ def test_direct_path_equals_text_path(name: str) -> None:
     direct = run_episodes(specs, ScriptedPolicy(agent))
     text = run_episodes(specs, TextOnly(ScriptedPolicy(agent)))
     assert [e.to_json() for e in direct] == [e.to_json() for e in text]
+
+
+class Counting(TextOnly):
+    """Records the size of every batch and every ``end_episodes`` notice."""
+
+    def __init__(self, inner: ScriptedPolicy) -> None:
+        super().__init__(inner)
+        self.batches: list[int] = []
+        self.ended: list[int] = []
+        self.active: set[int] = set()
+
+    def respond(self, requests: Sequence[DecisionRequest]) -> list[str]:
+        self.batches.append(len(requests))
+        self.active.update(r.episode for r in requests)
+        assert not self.active & set(self.ended), "a request for an ended episode"
+        return super().respond(requests)
+
+    def end_episodes(self, episodes: Sequence[int]) -> None:
+        self.ended.extend(episodes)
+        self.active.difference_update(episodes)
+
+
+@pytest.mark.parametrize("name", ["ipd", "kuhn"])
+def test_max_active_bounds_the_batch_without_changing_episodes(name: str) -> None:
+    game = make_game(name)
+    pools = pools_for(name)
+    agent = next(iter(pools.heldout), pools.train[0])
+    specs = [EpisodeSpec(game, opp, "train", seed) for opp in pools.train for seed in range(5)]
+    bounded = Counting(ScriptedPolicy(agent))
+    few = run_episodes(specs, bounded, max_active=3)
+    every = run_episodes(specs, TextOnly(ScriptedPolicy(agent)), max_active=None)
+    assert [e.to_json() for e in few] == [e.to_json() for e in every]
+    assert max(bounded.batches) == 3
+    assert sorted(bounded.ended) == list(range(len(specs)))
+    with pytest.raises(ValueError, match="max_active"):
+        run_episodes(specs, bounded, max_active=0)

@@ -271,6 +271,10 @@ class LocalModelPolicy:
         )
         return [g.text for g in generations]
 
+    def end_episodes(self, episodes: Sequence[int]) -> None:
+        """The engine's notice that these episodes ended: drop their caches."""
+        self.forget(episodes)
+
     def recover(
         self, requests: Sequence[DecisionRequest], outputs: Sequence[str]
     ) -> list[Recovery]:

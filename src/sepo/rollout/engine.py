@@ -26,6 +26,7 @@ records what happened.
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 from collections.abc import Callable, Sequence
@@ -88,16 +89,29 @@ def _advance(live: _Live) -> bool:
         state.apply_actions({OPPONENT: live.spec.opponent.act(view, live.opponent_rng)})
 
 
+DEFAULT_MAX_ACTIVE = 64
+"""Episodes in play at once by default: enough for an efficient batch on a CPU, and the
+tiny model's caches for 64 whole Kuhn episodes take about 0.4 GB."""
+
+
 def run_episodes(
     specs: Sequence[EpisodeSpec],
     policy: AgentPolicy,
     *,
     on_step: Callable[[int, int], None] | None = None,
+    max_active: int | None = DEFAULT_MAX_ACTIVE,
 ) -> list[EpisodeRecord]:
     """Play every spec against ``policy``; results in the order of ``specs``.
 
     ``on_step(finished, total)`` is called after each batched step (for progress bars).
+    At most ``max_active`` episodes are in play at once (``None``: all of them); a new
+    one starts as soon as one ends, so the batch stays full while memory (a local
+    model's per-episode key/value caches) stays bounded. A policy with an
+    ``end_episodes(indices)`` method is told when episodes end, to free what it keeps
+    for them.
     """
+    if max_active is not None and max_active < 1:
+        raise ValueError(f"max_active must be at least 1, not {max_active}")
     lives = [
         _Live(
             spec=s,
@@ -111,11 +125,29 @@ def run_episodes(
     if direct is not None:
         for live in lives:
             live.agent_rng = random.Random(f"agent:{live.spec.seed}")
-    pending = [i for i, live in enumerate(lives) if _advance(live)]
-    while direct is not None and pending:
-        pending = [i for i in pending if _direct_turn(lives[i], direct)]
-        if on_step is not None:
-            on_step(len(lives) - len(pending), len(lives))
+    if direct is not None:
+        pending = [i for i, live in enumerate(lives) if _advance(live)]
+        while pending:
+            pending = [i for i in pending if _direct_turn(lives[i], direct)]
+            if on_step is not None:
+                on_step(len(lives) - len(pending), len(lives))
+    waiting = collections.deque(range(len(lives)))
+    limit = len(lives) if max_active is None else max_active
+    end_episodes: Callable[[list[int]], None] | None = getattr(policy, "end_episodes", None)
+    pending = []
+    ended = 0
+
+    def admit() -> None:
+        nonlocal ended
+        while waiting and len(pending) < limit:
+            i = waiting.popleft()
+            if _advance(lives[i]):
+                pending.append(i)
+            else:
+                ended += 1
+
+    if direct is None:
+        admit()
     while pending:
         requests = [_request(i, lives[i]) for i in pending]
         texts = policy.respond(requests)
@@ -160,9 +192,15 @@ def run_episodes(
             live.state.apply_actions(moves)
             if _advance(live):
                 still.append(i)
+        kept = set(still)
+        done = [i for i in pending if i not in kept]
+        ended += len(done)
+        if done and end_episodes is not None:
+            end_episodes(done)
         pending = still
+        admit()
         if on_step is not None:
-            on_step(len(lives) - len(pending), len(lives))
+            on_step(ended, len(lives))
     return [
         EpisodeRecord(
             game=live.spec.game.facts.name,

@@ -84,6 +84,11 @@ class TokenTrackingPolicy:
             )
         return self._encode(full[cut:])
 
+    def end_episodes(self, episodes: Sequence[int]) -> None:
+        """Free the model's key/value caches of ended episodes (their token sequences
+        are kept for the trainer)."""
+        self.local.forget(episodes)
+
     def respond(self, requests: Sequence[DecisionRequest]) -> list[str]:
         prompts = []
         for req in requests:
