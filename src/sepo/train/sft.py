@@ -227,8 +227,8 @@ TINY_DEFAULTS = KindDefaults(
     lr_scheduler="constant_with_warmup",
     warmup_ratio=0.05,
     adam_beta2=0.95,
-    per_device_batch_size=16,
-    grad_accum=1,
+    per_device_batch_size=8,
+    grad_accum=2,
     gradient_checkpointing=False,
     eval_limit=64,
     prefix_curriculum=((1, 5.0), (2, 2.5), (4, 2.5)),
@@ -238,14 +238,16 @@ TINY_DEFAULTS = KindDefaults(
 Measured on 320 Kuhn training episodes: the model first sits on a card-blind plateau
 (loss ≈ 0.20, it bets at the same rate whatever it holds) and leaves it once it learns
 to copy its card into the reasoning line. On first-decision prefixes at lr 2e-3 with
-AdamW beta2 0.95 that happens in about 100 steps of 16 (loss 0.03); at lr 3e-3 or with
+AdamW beta2 0.95 that happens in about 100 steps of 16 conversations (loss 0.03); at lr 3e-3 or with
 beta2 0.999 the loss spikes and the escape took 300 steps or more. Each jump to longer
 contexts costs a loss spike (positions it has not seen), so the lengths grow in steps:
 5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
 four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps).
 With ``(1, 5.0), (3, 2.5)`` instead, the model misread the betting history late in
 episodes (14% invalid answers under ``sepo eval``); with this schedule, 0%. The
-learning rate stays constant after a short warm-up (a cosine decay would leave the whole-episode stage too small a step)."""
+learning rate stays constant after a short warm-up (a cosine decay would leave the whole-episode stage too small a step). Each
+step accumulates two micro-batches of 8: the same update as one batch of 16 at half
+the activation memory (2.5 GB peak with 16 whole episodes at once)."""
 
 
 @dataclass(frozen=True)
