@@ -18,16 +18,16 @@ test: install
 	$(PYTHON) -m pytest
 
 lint:
-	$(PYTHON) -m ruff format --check src tests benchmarks
-	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks scripts
+	$(PYTHON) -m ruff check src tests benchmarks scripts
 	$(PYTHON) -m mypy
 
 check: install lint
 	$(PYTHON) -m pytest
 
 format:
-	$(PYTHON) -m ruff format src tests benchmarks
-	$(PYTHON) -m ruff check --fix src tests benchmarks
+	$(PYTHON) -m ruff format src tests benchmarks scripts
+	$(PYTHON) -m ruff check --fix src tests benchmarks scripts
 
 bench:
 	$(PYTHON) benchmarks/bench_scripted_play.py

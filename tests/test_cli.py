@@ -201,3 +201,18 @@ def test_tiny_and_hf_paths_write_the_same_schema(tmp_path: Path) -> None:
             for turn in json.loads(line)["turns"]:
                 assert turn["action"] in ("PASS", "BET", "CALL", "FOLD")
     assert schemas[0] == schemas[1]
+
+
+def test_train_sft_from_checks_the_earlier_run(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from sepo.train.pipeline import TrainSettings
+
+    missing = _fails(["train", "--out", str(tmp_path / "a"), "--sft-from", str(tmp_path / "x")])
+    assert "no run" in missing
+    earlier = tmp_path / "earlier"
+    (earlier / "sft").mkdir(parents=True)
+    (earlier / "sft" / "sft_result.json").write_text("{}")
+    theirs = TrainSettings(seed=7, out=str(earlier))
+    (earlier / "config.json").write_text(json.dumps({"settings": theirs.to_json()}))
+    other = _fails(["train", "--out", str(tmp_path / "b"), "--sft-from", str(earlier)])
+    assert "seed=7" in other

@@ -507,6 +507,13 @@ def train(
         int | None, typer.Option(help="SFT demonstrator episodes per game.")
     ] = 400,
     report_to: Annotated[str, typer.Option(help="tensorboard, none, wandb…")] = "tensorboard",
+    sft_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse the base model, SFT data and SFT model of this earlier run "
+            "(compare variants from the same SFT policy)."
+        ),
+    ] = None,
 ) -> None:
     """The main job: build the model, SFT, SEPO-GRPO, evaluate Base/SFT/SEPO, print a table."""
     import shutil
@@ -550,6 +557,7 @@ def train(
             checkpoint_every=checkpoint_every,
             eval_episodes=eval_episodes,
             report_to=report_to,
+            sft_from=None if sft_from is None else str(sft_from.resolve()),
         )
     summary = run_pipeline(
         settings, resume=resume is not None, log=lambda m: err_console.print(m, highlight=False)

@@ -34,6 +34,7 @@ from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.objective import PenaltyVariant, ScaleVariant
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
+from sepo.train.sft import SFTError
 
 Log = Callable[[str], None]
 
@@ -81,6 +82,10 @@ class TrainSettings:
     eval_episodes: int = 10
     """Episodes per opponent in each stage's sampled evaluation."""
     report_to: str = "tensorboard"
+    sft_from: str | None = None
+    """An earlier run directory whose base model, SFT data and SFT model this run reuses
+    (copied in), so that variants (``--penalty``, ``--scale``, GRPO settings) start from
+    the same SFT policy. Its games, model, seed and SFT settings must equal this run's."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -169,6 +174,46 @@ def selection_safety(results: list[GameEvaluation]) -> float:
     return sum(finite) / len(finite) if finite else float("nan")
 
 
+SFT_STAGE_DIRS = ("base-model", "sft-data", "sft")
+"""What ``sft_from`` copies: everything before SEPO-GRPO."""
+SFT_STAGE_SETTINGS = (
+    "games",
+    "model",
+    "seed",
+    "sft_episodes",
+    "sft_epochs",
+    "sft_learning_rate",
+    "sft_batch_size",
+    "sft_curriculum",
+)
+
+
+class SFTFromError(SFTError):
+    """``sft_from`` names a run that cannot be reused (a one-line command-line error)."""
+
+
+def copy_sft_stages(s: TrainSettings, source: Path, out: Path) -> None:
+    """Copy the base model, SFT data and SFT model of the run in ``source`` into ``out``
+    (each only if ``out`` lacks it), after checking the run was made the same way."""
+    import shutil
+
+    config = source / "config.json"
+    if not config.is_file():
+        raise SFTFromError(f"{source} holds no run (no config.json)")
+    if not (source / "sft" / "sft_result.json").is_file():
+        raise SFTFromError(f"{source} has no finished SFT stage")
+    theirs = TrainSettings.from_json(json.loads(config.read_text())["settings"])
+    for name in SFT_STAGE_SETTINGS:
+        if getattr(theirs, name) != getattr(s, name):
+            raise SFTFromError(
+                f"{source} was made with {name}={getattr(theirs, name)!r}, "
+                f"this run has {getattr(s, name)!r}"
+            )
+    for name in SFT_STAGE_DIRS:
+        if (source / name).is_dir() and not (out / name).exists():
+            shutil.copytree(source / name, out / name)
+
+
 def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) -> dict[str, Any]:
     from sepo.policies.corpus import game_corpus
     from sepo.policies.tiny import build_tiny_model
@@ -177,6 +222,8 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
 
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
+    if s.sft_from is not None:
+        copy_sft_stages(s, Path(s.sft_from), out)
     timings: dict[str, float] = {}
     (out / "config.json").write_text(
         json.dumps(
