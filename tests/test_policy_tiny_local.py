@@ -363,3 +363,26 @@ def test_cross_turn_cache_reuse_matches_full_recomputation(tmp_path: Path) -> No
         fed.append(policy.stats.counts["local/prompt_tokens"])
     assert runs[0] == runs[1]
     assert fed[0] < fed[1]
+
+
+def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -> None:
+    """Recovery scores a turn's legal answers from the episode's kept cache: same
+    log-probabilities as a fresh forward pass, and the kept cache is left unchanged."""
+    policy = LocalModelPolicy.load(
+        str(model_dir), sampling=SamplingConfig(temperature=1.0, max_new_tokens=8, seed=3)
+    )
+    requests = REQUESTS[:3]
+    policy.respond(requests)  # keeps each episode's cache: prompt + generated tokens
+    keys = [r.episode for r in requests]
+    kept = {k: [t.clone() for t in policy._kv[k][1][0]] for k in keys}
+    messages = [r.messages for r in requests]
+    options = [["COOPERATE", "DEFECT", "COOPERATE COOPERATE"]] * 3
+    fresh = policy.score_continuations(messages, options)
+    fed_fresh = policy.stats.counts["local/scored_tokens"]
+    reused = policy.continuation_logprobs(messages, options, keys=keys)
+    fed_reused = policy.stats.counts["local/scored_tokens"] - fed_fresh
+    for row_fresh, row_reused in zip(fresh, reused, strict=True):
+        assert [sum(lps) for _, lps in row_reused] == pytest.approx(row_fresh, abs=1e-4)
+    for k in keys:
+        assert all(torch.equal(a, b) for a, b in zip(kept[k], policy._kv[k][1][0], strict=True))
+    assert fed_reused < fed_fresh / 5  # only each prompt's last token and the answers

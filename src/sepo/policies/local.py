@@ -290,6 +290,7 @@ class LocalModelPolicy:
             [r.messages for r in requests],
             [r.legal_texts for r in requests],
             temperature,
+            keys=[r.episode for r in requests] if self.reuse_cache else None,
         )
         rng = random.Random(self.sampling.seed * 1_000_003 + self._next_call())
         recoveries = []
@@ -543,20 +544,28 @@ class LocalModelPolicy:
         continuations_batch: Sequence[Sequence[str]],
         *,
         end_turn: bool = True,
+        keys: Sequence[Hashable] | None = None,
     ) -> list[list[tuple[list[int], list[float]]]]:
         """Tokens and per-token log-probabilities of each candidate assistant answer.
 
         For conversation ``b`` and candidate text ``c``: the tokens the chat template
         gives the assistant turn ``c`` (followed by the end-of-turn token when
         ``end_turn``), and ``log p(token | prompt, earlier tokens)`` of each under the
-        raw model. All pairs are scored in micro-batched forward passes.
+        raw model. All pairs are scored in micro-batched forward passes. ``keys`` name
+        each conversation's kept key/value cache (see :meth:`generate_from_ids`): the
+        part of a prompt that cache already holds is not fed again (read only; the cache
+        is left as it is).
         """
         pairs: list[tuple[list[int], list[int]]] = []
-        for messages, candidates in zip(messages_batch, continuations_batch, strict=True):
+        pair_keys: list[Hashable | None] = []
+        for b, (messages, candidates) in enumerate(
+            zip(messages_batch, continuations_batch, strict=True)
+        ):
             prompt = self.encode_prompt(messages)
             for text in candidates:
                 pairs.append((prompt, self.encode_continuation(messages, text, prompt, end_turn)))
-        flat = self._score_pairs(pairs)
+                pair_keys.append(keys[b] if keys is not None else None)
+        flat = self._score_pairs(pairs, pair_keys if keys is not None else None)
         out: list[list[tuple[list[int], list[float]]]] = []
         position = 0
         for candidates in continuations_batch:
@@ -587,10 +596,14 @@ class LocalModelPolicy:
         messages_batch: Sequence[Sequence[Message]],
         candidates_batch: Sequence[Sequence[str]],
         temperature: float = 1.0,
+        keys: Sequence[Hashable] | None = None,
     ) -> list[list[float]]:
         """For each conversation, the probability of each candidate under decoding
-        constrained to the candidates' token trie at ``temperature`` (module docstring)."""
-        scored = self.continuation_logprobs(messages_batch, candidates_batch, end_turn=True)
+        constrained to the candidates' token trie at ``temperature`` (module docstring).
+        ``keys``: as in :meth:`continuation_logprobs`."""
+        scored = self.continuation_logprobs(
+            messages_batch, candidates_batch, end_turn=True, keys=keys
+        )
         return [
             constrained_distribution_from_tokens(
                 [ids for ids, _ in row], [lps for _, lps in row], temperature
@@ -598,26 +611,60 @@ class LocalModelPolicy:
             for row in scored
         ]
 
-    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+    def _reusable_prefix(self, key: Hashable | None, prompt: list[int]) -> tuple[list[int], Any]:
+        """Read-only: the longest part of ``prompt`` (all but its last token, whose logits
+        are needed) held by ``key``'s kept cache, with that cache cut to it."""
+        entry = self._kv.get(key) if key is not None and self._cache_reusable() else None
+        if entry is None:
+            return [], None
+        cached, kv = entry
+        length = 0
+        limit = min(len(cached), len(prompt) - 1)
+        while length < limit and cached[length] == prompt[length]:
+            length += 1
+        if length == 0:
+            return [], None
+        return prompt[:length], [(k[:, :length], v[:, :length]) for k, v in kv]
+
+    def _score_pairs(
+        self,
+        pairs: list[tuple[list[int], list[int]]],
+        keys: Sequence[Hashable | None] | None = None,
+    ) -> list[list[float]]:
         import torch
 
         results: list[list[float]] = [[] for _ in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        prefixes = [
+            self._reusable_prefix(keys[i] if keys is not None else None, prompt)
+            for i, (prompt, _) in enumerate(pairs)
+        ]
+        fed = [len(p) + len(c) - len(prefixes[i][0]) for i, (p, c) in enumerate(pairs)]
+        order = sorted(range(len(pairs)), key=lambda i: fed[i])
         device = self._device()
-        for chunk in _chunks(len(order), self.max_batch_size):
+        # Scoring rows carry a stacked copy of their cache: cap a pass at 64 rows.
+        for chunk in _chunks(len(order), self.max_batch_size or 64):
             idx = [order[i] for i in chunk]
-            seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+            # Layout as in generation: [pad][cached tokens][pad][fed tokens], every row
+            # ending at the last column; only the fed part goes through the model.
+            c_width = max(len(prefixes[i][0]) for i in idx)
+            seqs = [(pairs[i][0] + pairs[i][1])[len(prefixes[i][0]) :] for i in idx]
             width = max(len(s) for s in seqs)
             keep = max(len(pairs[i][1]) for i in idx) + 1
             input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):  # left padding: all sequences end at width-1
+            attention = torch.zeros((len(seqs), c_width + width), dtype=torch.long)
+            for row, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
                 input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-                attention[row, width - len(seq) :] = 1
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                attention[row, c_width - len(prefixes[i][0]) : c_width] = 1
+                attention[row, c_width + width - len(seq) :] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, c_width:]
+            past = (
+                self._stack_cache([prefixes[i] for i in idx], c_width, device)
+                if c_width > 0
+                else None
+            )
             with self._eval_mode(), torch.inference_mode():
                 logits = self._forward_last(
-                    input_ids.to(device), attention.to(device), positions.to(device), keep
+                    input_ids.to(device), attention.to(device), positions.to(device), keep, past
                 )
             logprobs = torch.log_softmax(logits.float(), dim=-1)  # (rows, keep, vocab)
             for row, i in enumerate(idx):
@@ -630,25 +677,34 @@ class LocalModelPolicy:
                 values = logprobs[row, cols.to(logprobs.device)].gather(-1, target.unsqueeze(-1))
                 results[i] = [float(v) for v in values.squeeze(-1).tolist()]
             self.stats.add("local/scored_sequences", len(seqs))
+            self.stats.add("local/scored_tokens", sum(len(seq) for seq in seqs))
         return results
 
-    def _forward_last(self, input_ids: Any, attention: Any, positions: Any, keep: int) -> Any:
+    def _forward_last(
+        self, input_ids: Any, attention: Any, positions: Any, keep: int, past: Any = None
+    ) -> Any:
         """Logits of the last ``keep`` positions (``logits_to_keep`` spares the LM head
-        on the prompt; models without it return all positions and are sliced)."""
+        on the prompt; models without it return all positions and are sliced). ``past``:
+        a key/value cache of the tokens before ``input_ids`` (``attention`` covers both)."""
+        cache_kwargs: dict[str, Any] = (
+            {"past_key_values": past, "use_cache": True}
+            if past is not None
+            else {"use_cache": False}
+        )
         try:
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
-                use_cache=False,
                 logits_to_keep=keep,
+                **cache_kwargs,
             )
         except TypeError:
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
-                use_cache=False,
+                **cache_kwargs,
             )
         return out.logits[:, -keep:, :]
 
