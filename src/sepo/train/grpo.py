@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -389,8 +390,29 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+class _TermAbsentFilter(logging.Filter):
+    """Drops the logger integrations' warning about ``None`` metrics: TRL logs a reward
+    term's mean as ``None`` on steps where no episode carries that term (e.g. collusion
+    in Kuhn, every penalty under ``reward_only``); the integration then skips the value,
+    which is what we want, but warns on every step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith('Trainer is attempting to log a value of "None"')
+            and "rewards/" in message
+        )
+
+
+def _quiet_absent_terms() -> None:
+    target = logging.getLogger("transformers.integrations.integration_utils")
+    if not any(isinstance(f, _TermAbsentFilter) for f in target.filters):
+        target.addFilter(_TermAbsentFilter())
+
+
 def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     """Train; returns the run directory. ``resume`` continues from the latest checkpoint."""
+    _quiet_absent_terms()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grpo_settings.json").write_text(json.dumps(settings.to_json(), indent=2) + "\n")
