@@ -43,6 +43,7 @@ Run it by hand (after ``pip install -e '.[train]'``)::
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import random
@@ -686,11 +687,11 @@ class LocalModelPolicy:
         """Logits of the last ``keep`` positions (``logits_to_keep`` spares the LM head
         on the prompt; models without it return all positions and are sliced). ``past``:
         a key/value cache of the tokens before ``input_ids`` (``attention`` covers both)."""
-        cache_kwargs: dict[str, Any] = (
-            {"past_key_values": past, "use_cache": True}
-            if past is not None
-            else {"use_cache": False}
-        )
+        cache_kwargs: dict[str, Any] = {"use_cache": past is not None}
+        if past is not None:
+            # transformers renamed ``past_key_values`` to ``cache`` during the 5.x series.
+            params = inspect.signature(self.model.forward).parameters
+            cache_kwargs["cache" if "cache" in params else "past_key_values"] = past
         try:
             out = self.model(
                 input_ids=input_ids,
