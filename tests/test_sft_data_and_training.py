@@ -96,3 +96,46 @@ def test_short_sft_run_lowers_loss_and_changes_parameters(tmp_path: Path) -> Non
         SamplingConfig(temperature=0.0, max_new_tokens=4),
     )
     assert len(gen.completion_ids) >= 1
+
+
+def test_lora_sft_through_the_generic_transformers_path(tmp_path: Path) -> None:
+    """``--model hf:PATH --lora`` (the real-model recipe) on the tiny model: only the
+    adapter trains, the base weights are untouched, and ``hf:BASE --adapter OUT`` plays."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from sepo.policies.corpus import game_corpus
+    from sepo.policies.resolve import load_policy
+    from sepo.policies.tiny import build_tiny_model
+    from sepo.train.sft import SFTSettings, run_sft
+
+    base = build_tiny_model(tmp_path / "base", game_corpus(seed=0, episodes_per_game=10), seed=0)
+    before = load_file(str(Path(base) / "model.safetensors"))
+    write_dataset(build_sft_dataset(["kuhn"], episodes=16, seed=0), tmp_path / "data")
+    result = run_sft(
+        SFTSettings(
+            data=tmp_path / "data",
+            out=tmp_path / "sft",
+            model=f"hf:{base}",
+            learning_rate=1e-3,
+            max_steps=3,
+            per_device_batch_size=2,
+            grad_accum=1,
+            eval_limit=4,
+            report_to="none",
+            logging_steps=1,
+        )
+    )
+    assert result.adapter == tmp_path / "sft"
+    assert (tmp_path / "sft" / "adapter_config.json").is_file()
+    assert 0 < result.trained_parameters < result.total_parameters
+    after = load_file(str(Path(base) / "model.safetensors"))
+    assert before.keys() == after.keys()
+    from sepo.opponents import find_strategy
+    from sepo.rollout.engine import EpisodeSpec, run_episodes
+
+    loaded = load_policy(f"hf:{base}", "kuhn", adapter=str(tmp_path / "sft"))
+    spec = EpisodeSpec(make_game("kuhn"), find_strategy("kuhn", "nash_approx"), "train", 0)
+    (episode,) = run_episodes([spec], loaded.policy)
+    assert len(episode.rounds) == make_game("kuhn").facts.rounds
