@@ -169,5 +169,20 @@ def test_two_process_cpu_run_through_accelerate(tiny_dir: Path, tmp_path: Path) 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = json.loads((tmp_path / "acc" / "checkpoint-1" / "trainer_state.json").read_text())
-    # 5 Kuhn groups of 2 episodes: 5 per process, 10 per step in total
-    assert state["train_batch_size"] == 10
+    # 5 Kuhn groups of 2 episodes: 5 per process, 10 per step in total, each process
+    # accumulating its 5 in micro-batches of at most settings.micro_batch_size
+    from sepo.train.grpo import micro_batches
+
+    accumulation = micro_batches(5, settings.micro_batch_size)
+    assert state["train_batch_size"] * accumulation == 10
+
+
+def test_micro_batches_split_a_step_evenly() -> None:
+    from sepo.train.grpo import micro_batches
+
+    assert micro_batches(36, 4) == 9
+    assert micro_batches(36, 12) == 3
+    assert micro_batches(36, 36) == 1
+    assert micro_batches(5, 4) == 5  # a prime number of episodes: one per micro-batch
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        micro_batches(8, 0)
