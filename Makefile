@@ -12,7 +12,7 @@ install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
 
 run: install
-	sepo train
+	$(PYTHON) -m sepo train
 
 test: install
 	$(PYTHON) -m pytest
@@ -32,3 +32,4 @@ format:
 bench:
 	$(PYTHON) benchmarks/bench_scripted_play.py
 	$(PYTHON) benchmarks/bench_kuhn_exploitability.py
+	$(PYTHON) benchmarks/bench_batched_engine.py

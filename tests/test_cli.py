@@ -216,3 +216,14 @@ def test_train_sft_from_checks_the_earlier_run(tmp_path: Path) -> None:
     (earlier / "config.json").write_text(json.dumps({"settings": theirs.to_json()}))
     other = _fails(["train", "--out", str(tmp_path / "b"), "--sft-from", str(earlier)])
     assert "seed=7" in other
+
+
+def test_python_dash_m_sepo_runs_the_cli() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sepo", "games"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "kuhn" in proc.stdout
