@@ -227,3 +227,20 @@ def test_python_dash_m_sepo_runs_the_cli() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-500:]
     assert "kuhn" in proc.stdout
+
+
+def test_sft_from_copies_the_first_stages_and_keeps_existing_ones(tmp_path: Path) -> None:
+    from sepo.train.pipeline import TrainSettings, copy_sft_stages
+
+    earlier, out = tmp_path / "earlier", tmp_path / "out"
+    for name in ("base-model", "sft-data", "sft"):
+        (earlier / name).mkdir(parents=True)
+        (earlier / name / "file.txt").write_text(name)
+    (earlier / "sft" / "sft_result.json").write_text("{}")
+    (earlier / "config.json").write_text(json.dumps({"settings": TrainSettings().to_json()}))
+    (out / "sft-data").mkdir(parents=True)
+    (out / "sft-data" / "file.txt").write_text("mine")
+    copy_sft_stages(TrainSettings(penalty="reward_only", out=str(out)), earlier, out)
+    assert (out / "base-model" / "file.txt").read_text() == "base-model"
+    assert (out / "sft" / "sft_result.json").is_file()
+    assert (out / "sft-data" / "file.txt").read_text() == "mine"  # never overwritten
