@@ -96,10 +96,10 @@ class SFTSettings:
     default dataset of one game (8,000 decisions, 800-1,000 episodes of 700-1,000
     tokens each) is 570k-720k tokens, i.e. 7-9 minutes per epoch. That is too slow for
     a warm start that has to leave room for RL and evaluation in a 15-minute job, so the
-    tiny recipe trains on part of an epoch at a high learning rate: the answers are short
-    templates keyed to a few observation features, and a small model picks them up in
-    about a hundred small steps. See ``TINY_DEFAULTS`` for the numbers and the report
-    in the module docstring of ``tests/test_sft.py`` for how they were checked.
+    main job uses 400 episodes and the tiny recipe trains on short episode prefixes
+    first, at a high learning rate: the answers are short templates keyed to a few
+    observation features, and a small model picks them up in a few hundred small steps.
+    See ``TINY_DEFAULTS`` for the numbers and how they were measured.
     """
 
     data: Path
@@ -123,7 +123,7 @@ class SFTSettings:
     """PEFT ``target_modules``: ``all-linear`` adapts every linear layer but the LM head
     (TRL cannot train an adapter on the LM head); a comma-separated list names modules."""
     learning_rate: float | None = None
-    """Peak learning rate (paper, hf: 2e-5; tiny: 3e-3)."""
+    """Peak learning rate (paper, hf: 2e-5; tiny: 2e-3)."""
     epochs: float | None = None
     """Passes over the training set, fractions allowed (paper, hf: 3; tiny: see
     ``TINY_DEFAULTS``)."""
@@ -133,16 +133,16 @@ class SFTSettings:
     whole episodes, too small a learning rate to adapt)."""
     warmup_ratio: float | None = None
     """Fraction of the steps spent warming the learning rate up linearly (hf: 0.03;
-    tiny: 0.1)."""
+    tiny: 0.05)."""
     adam_beta2: float | None = None
     """AdamW's second-moment decay (hf: 0.999, the transformers default; tiny: 0.95,
     the usual choice for small transformers trained from scratch at a high learning
     rate: with 0.999 the tiny model's loss spikes at lr 3e-3 and it can stall on the
     card-blind plateau)."""
     per_device_batch_size: int | None = None
-    """Conversations (whole episodes) per device and micro-batch (hf: 4; tiny: 8)."""
+    """Conversations (whole episodes) per device and micro-batch (hf: 4; tiny: 8, accumulated twice)."""
     grad_accum: int | None = None
-    """Micro-batches per optimizer step (hf: 4; tiny: 1)."""
+    """Micro-batches per optimizer step (hf: 4; tiny: 2)."""
     prefix_curriculum: tuple[tuple[int, float], ...] | None = None
     """Warm-up stages on episode prefixes before the whole episodes, as ``(decisions,
     passes)`` pairs: stage ``i`` trains on ``passes`` x (number of training episodes)
@@ -150,7 +150,7 @@ class SFTSettings:
     then whole episodes for ``epochs`` (data in exactly this order, one learning-rate
     schedule). A prefix is exactly the conversation the policy sees at that decision, so
     this only reorders what is learned: short contexts first. ``()`` turns it off (plain
-    shuffled epochs); hf default ``()``, tiny default ``((1, 1.0), (3, 0.5))``."""
+    shuffled epochs); hf default ``()``, tiny default ``((1, 5.0), (2, 2.5), (4, 2.5))``."""
     max_length: int | None = 1024
     """Token cap per conversation, longer ones are cut at the end (``None``: no cap).
     Default episodes are at most about 1,000 tiny-tokenizer tokens."""
