@@ -140,7 +140,8 @@ class SFTSettings:
     rate: with 0.999 the tiny model's loss spikes at lr 3e-3 and it can stall on the
     card-blind plateau)."""
     per_device_batch_size: int | None = None
-    """Conversations (whole episodes) per device and micro-batch (hf: 4; tiny: 8, accumulated twice)."""
+    """Conversations (whole episodes) per device and micro-batch (hf: 4; tiny: 8,
+    accumulated twice)."""
     grad_accum: int | None = None
     """Micro-batches per optimizer step (hf: 4; tiny: 2)."""
     prefix_curriculum: tuple[tuple[int, float], ...] | None = None
