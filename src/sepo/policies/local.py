@@ -43,7 +43,6 @@ Run it by hand (after ``pip install -e '.[train]'``)::
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import random
@@ -566,7 +565,7 @@ class LocalModelPolicy:
             for text in candidates:
                 pairs.append((prompt, self.encode_continuation(messages, text, prompt, end_turn)))
                 pair_keys.append(keys[b] if keys is not None else None)
-        flat = self._score_pairs(pairs, pair_keys if keys is not None else None)
+        flat = self._score_pairs(pairs, pair_keys)
         out: list[list[tuple[list[int], list[float]]]] = []
         position = 0
         for candidates in continuations_batch:
@@ -630,14 +629,15 @@ class LocalModelPolicy:
     def _score_pairs(
         self,
         pairs: list[tuple[list[int], list[int]]],
-        keys: Sequence[Hashable | None] | None = None,
+        keys: Sequence[Hashable | None],
     ) -> list[list[float]]:
+        """Log-probabilities of each (prompt, continuation) pair; ``keys[i]`` names the
+        kept cache pair ``i`` may start from (``None``: none)."""
         import torch
 
         results: list[list[float]] = [[] for _ in pairs]
         prefixes = [
-            self._reusable_prefix(keys[i] if keys is not None else None, prompt)
-            for i, (prompt, _) in enumerate(pairs)
+            self._reusable_prefix(key, prompt) for key, (prompt, _) in zip(keys, pairs, strict=True)
         ]
         fed = [len(p) + len(c) - len(prefixes[i][0]) for i, (p, c) in enumerate(pairs)]
         order = sorted(range(len(pairs)), key=lambda i: fed[i])
@@ -687,11 +687,10 @@ class LocalModelPolicy:
         """Logits of the last ``keep`` positions (``logits_to_keep`` spares the LM head
         on the prompt; models without it return all positions and are sliced). ``past``:
         a key/value cache of the tokens before ``input_ids`` (``attention`` covers both)."""
-        cache_kwargs: dict[str, Any] = {"use_cache": past is not None}
-        if past is not None:
-            # transformers renamed ``past_key_values`` to ``cache`` during the 5.x series.
-            params = inspect.signature(self.model.forward).parameters
-            cache_kwargs["cache" if "cache" in params else "past_key_values"] = past
+        # The cache keyword is ``cache``, as in the ``generate`` call of ``_generate_chunk``.
+        cache_kwargs: dict[str, Any] = (
+            {"cache": past, "use_cache": True} if past is not None else {"use_cache": False}
+        )
         try:
             out = self.model(
                 input_ids=input_ids,

@@ -123,18 +123,48 @@ def run_episodes(
     ]
     direct: Strategy | None = getattr(policy, "direct_strategy", None)
     if direct is not None:
-        for live in lives:
-            live.agent_rng = random.Random(f"agent:{live.spec.seed}")
-    if direct is not None:
-        pending = [i for i, live in enumerate(lives) if _advance(live)]
-        while pending:
-            pending = [i for i in pending if _direct_turn(lives[i], direct)]
-            if on_step is not None:
-                on_step(len(lives) - len(pending), len(lives))
+        _play_direct(lives, direct, on_step)
+    else:
+        _play_model(lives, policy, max_active, on_step)
+    return [
+        EpisodeRecord(
+            game=live.spec.game.facts.name,
+            opponent=live.spec.opponent.name,
+            pool=live.spec.pool,
+            seed=live.spec.seed,
+            rounds=tuple(live.state.history),
+            turns=tuple(live.turns),
+            policy=policy.name,
+        )
+        for live in lives
+    ]
+
+
+def _play_direct(
+    lives: list[_Live], strategy: Strategy, on_step: Callable[[int, int], None] | None
+) -> None:
+    """All episodes in lockstep, the agent's strategy acting on typed views (no text)."""
+    for live in lives:
+        live.agent_rng = random.Random(f"agent:{live.spec.seed}")
+    pending = [i for i, live in enumerate(lives) if _advance(live)]
+    while pending:
+        pending = [i for i in pending if _direct_turn(lives[i], strategy)]
+        if on_step is not None:
+            on_step(len(lives) - len(pending), len(lives))
+
+
+def _play_model(
+    lives: list[_Live],
+    policy: AgentPolicy,
+    max_active: int | None,
+    on_step: Callable[[int, int], None] | None,
+) -> None:
+    """At most ``max_active`` episodes in play, one batched ``respond`` per step; a new
+    episode starts as soon as one ends (see :func:`run_episodes`)."""
     waiting = collections.deque(range(len(lives)))
     limit = len(lives) if max_active is None else max_active
     end_episodes: Callable[[list[int]], None] | None = getattr(policy, "end_episodes", None)
-    pending = []
+    pending: list[int] = []
     ended = 0
 
     def admit() -> None:
@@ -146,8 +176,7 @@ def run_episodes(
             else:
                 ended += 1
 
-    if direct is None:
-        admit()
+    admit()
     while pending:
         requests = [_request(i, lives[i]) for i in pending]
         texts = policy.respond(requests)
@@ -201,18 +230,6 @@ def run_episodes(
         admit()
         if on_step is not None:
             on_step(ended, len(lives))
-    return [
-        EpisodeRecord(
-            game=live.spec.game.facts.name,
-            opponent=live.spec.opponent.name,
-            pool=live.spec.pool,
-            seed=live.spec.seed,
-            rounds=tuple(live.state.history),
-            turns=tuple(live.turns),
-            policy=policy.name,
-        )
-        for live in lives
-    ]
 
 
 def _direct_turn(live: _Live, strategy: Strategy) -> bool:

@@ -296,10 +296,8 @@ def micro_batches(episodes: int, most: int) -> int:
     splits into (``episodes`` itself, one per micro-batch, when nothing else divides)."""
     if most < 1:
         raise ValueError(f"micro_batch_size must be at least 1, not {most}")
-    for count in range(1, episodes + 1):
-        if episodes % count == 0 and episodes // count <= most:
-            return count
-    return max(1, episodes)
+    fits = (c for c in range(1, episodes + 1) if episodes % c == 0 and episodes // c <= most)
+    return next(fits, 1)
 
 
 def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:

@@ -34,7 +34,7 @@ from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.objective import PenaltyVariant, ScaleVariant
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
-from sepo.train.sft import SFTError
+from sepo.train.sft import SFTError, library_versions
 
 Log = Callable[[str], None]
 
@@ -227,7 +227,11 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     timings: dict[str, float] = {}
     (out / "config.json").write_text(
         json.dumps(
-            {"settings": s.to_json(), "python": platform.python_version(), "versions": _versions()},
+            {
+                "settings": s.to_json(),
+                "python": platform.python_version(),
+                "versions": library_versions(),
+            },
             indent=2,
         )
         + "\n"
@@ -341,15 +345,3 @@ def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
         point["exact_safety"] = entry["exact"]["safety"]
         point["exact_exploit"] = entry["exact"]["exploit"]
     return point
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("sepo", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            continue
-    return out

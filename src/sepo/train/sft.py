@@ -566,10 +566,6 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
 
 def run_sft(settings: SFTSettings) -> SFTResult:
     """Fine-tune ``settings.model`` on ``settings.data``; save and describe the result."""
-    import torch
-    import transformers
-    import trl
-
     prepared = prepare_sft(settings)
     s, trainer = prepared.settings, prepared.trainer
     train_start = time.perf_counter()
@@ -618,12 +614,7 @@ def run_sft(settings: SFTSettings) -> SFTResult:
             "device": str(trainer.args.device),
             "bf16": bool(trainer.args.bf16),
             "dataset_card": _read_card(s.data),
-            "versions": {
-                "trl": trl.__version__,
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-                **_optional_versions(),
-            },
+            "versions": library_versions(),
             "trl_config": trainer.args.to_dict(),
         },
     )
@@ -696,11 +687,17 @@ def _read_card(data: Path) -> Any:
     return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else None
 
 
-def _optional_versions() -> dict[str, str]:
-    import datasets
-    import peft
+def library_versions() -> dict[str, str]:
+    """Installed versions of sepo and the training libraries (recorded with every run)."""
+    import importlib.metadata as md
 
-    return {"peft": peft.__version__, "datasets": datasets.__version__}
+    out = {}
+    for pkg in ("sepo", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
 
 
 def _write_json(path: Path, payload: Any) -> None:
