@@ -2,8 +2,8 @@
 (one episode at a time, one ``generate`` call per decision — how the paper's code ran),
 same tiny model, same machine, measured in one run.
 
-Both sides play Kuhn poker against NashApprox with the same sampling settings and the
-same model (built locally from the tiny config with ``--seed``; pass ``--model DIR`` to use
+Both sides play ``--game`` (Kuhn poker by default) against the game's first train-pool
+opponent with the same sampling settings and the same model (built locally from the tiny config with ``--seed``; pass ``--model DIR`` to use
 a trained one, e.g. an SFT output, whose short answers are what training really sees).
 The batched side hands all pending decisions of ``--batch`` episodes to one ``generate``
 call per step and keeps each episode's key/value cache between its turns; the sequential
@@ -12,7 +12,12 @@ conversation at every decision (as the paper's loop did) and once with the same 
 
 Not a test. Run from the repository root::
 
-    PYTHONPATH=src python benchmarks/bench_batched_engine.py [--batch 64] [--episodes 64] [--model DIR]
+    PYTHONPATH=src python benchmarks/bench_batched_engine.py [--batch 64] [--episodes 64] [--model DIR] [--game kuhn] [--threads 2]
+
+``--threads`` sets torch's intra-op threads for both sides (default: 2, the target
+machine's cores). The script also prints where the batched side's model time goes
+(prefill of the new observation tokens vs decoding), which bounds the ratio: prefilling
+a turn's new tokens is compute-bound, so batching speeds it up far less than decoding.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from pathlib import Path
 
 from sepo.games import make_game
-from sepo.opponents import find_strategy
+from sepo.opponents import pools_for
 from sepo.policies.corpus import game_corpus
 from sepo.policies.local import LocalModelPolicy
 from sepo.policies.tiny import build_tiny_model
@@ -39,7 +44,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--game", default="kuhn")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
@@ -51,8 +62,8 @@ def main() -> None:
             temperature=0.8, max_new_tokens=args.max_new_tokens, seed=args.seed
         )
         policy = LocalModelPolicy.load(str(model_dir), sampling=sampling)
-        game = make_game("kuhn")
-        opponent = find_strategy("kuhn", "nash_approx")
+        game = make_game(args.game)
+        opponent = pools_for(args.game).train[0]
 
         def specs(n: int, offset: int) -> list[EpisodeSpec]:
             return [EpisodeSpec(game, opponent, "train", offset + k) for k in range(n)]
@@ -71,15 +82,19 @@ def main() -> None:
         decisions_paper, paper_rate = sequential(reuse=False)
         decisions_seq, seq_rate = sequential(reuse=True)
 
+        forward = ForwardTimer(policy.model)
         start = time.perf_counter()
         decisions_batched = 0
         for first in range(0, args.episodes, args.batch):
             eps = run_episodes(specs(min(args.batch, args.episodes - first), first), policy)
             decisions_batched += sum(len(ep.turns) for ep in eps)
-        batched_rate = decisions_batched / (time.perf_counter() - start)
+        batched_seconds = time.perf_counter() - start
+        batched_rate = decisions_batched / batched_seconds
+        forward.remove()
 
     print(
-        f"model: {model_dir if args.model else 'fresh tiny model'}; max_new_tokens {args.max_new_tokens}"
+        f"game: {args.game}; model: {model_dir if args.model else 'fresh tiny model'}; "
+        f"max_new_tokens {args.max_new_tokens}; torch threads {args.threads}"
     )
     print()
     print("| engine | episodes | decisions | decisions/s |")
@@ -96,6 +111,45 @@ def main() -> None:
     print()
     print(f"batched / paper's loop: {batched_rate / paper_rate:.1f}x")
     print(f"batched / sequential with the same cache: {batched_rate / seq_rate:.1f}x")
+    print()
+    print(
+        f"batched side, {batched_seconds:.2f} s: prefill {forward.seconds['prefill']:.2f} s "
+        f"({forward.tokens['prefill']} tokens fed, "
+        f"{forward.tokens['prefill'] / max(forward.seconds['prefill'], 1e-9):,.0f} tokens/s), "
+        f"decode {forward.seconds['decode']:.2f} s ({forward.calls['decode']} steps, "
+        f"{forward.tokens['decode']} tokens)"
+    )
+
+
+class ForwardTimer:
+    """Wall time of the model's forward passes, split into prefill (several new tokens
+    per row) and decode (one per row), with the tokens fed (padding included)."""
+
+    def __init__(self, model: object) -> None:
+        self.seconds = {"prefill": 0.0, "decode": 0.0}
+        self.tokens = {"prefill": 0, "decode": 0}
+        self.calls = {"prefill": 0, "decode": 0}
+        self._start = 0.0
+        self._kind = "decode"
+        self._handles = [
+            model.register_forward_pre_hook(self._pre, with_kwargs=True),  # type: ignore[attr-defined]
+            model.register_forward_hook(self._post, with_kwargs=True),  # type: ignore[attr-defined]
+        ]
+
+    def _pre(self, module: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        ids = kwargs.get("input_ids")
+        shape = getattr(ids, "shape", (0, 0))
+        self._kind = "prefill" if shape[1] > 1 else "decode"
+        self.tokens[self._kind] += int(shape[0] * shape[1])
+        self._start = time.perf_counter()
+
+    def _post(self, module: object, args: object, kwargs: object, out: object) -> None:
+        self.seconds[self._kind] += time.perf_counter() - self._start
+        self.calls[self._kind] += 1
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 if __name__ == "__main__":

@@ -133,3 +133,31 @@ def test_auxiliary_credits_the_separate_episode() -> None:
 def test_kuhn_training_drops_collusion() -> None:
     assert training_weights("kuhn").lambda_collusion == 0.0
     assert training_weights("negotiation").lambda_collusion == 2.0
+
+
+def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
+    """``credited_mean``: an exploit-pool episode carries −λe·s·(ū_o − ū_π) of its own,
+    unclipped, while the step's mean advantage of that opponent is positive, and 0 when
+    it is not; the other pools are credited exactly as in ``credited``."""
+    eps = _ipd_batch()
+    w = training_weights("ipd")
+    s = FACTS["ipd"].scale
+    mean_terms = variant_terms("credited_mean", FACTS, eps)
+    credited = variant_terms("credited", FACTS, eps)
+    gaps: dict[str, list[float]] = {}
+    for ep in eps:
+        if ep.pool == "exploit":
+            st = episode_stats(FACTS["ipd"], ep)
+            gaps.setdefault(ep.opponent, []).append(st.opp_pay - st.pay)
+    assert any(sum(v) > 0 for v in gaps.values()), "an exploiting opponent is needed"
+    for ep, t, c in zip(eps, mean_terms, credited, strict=True):
+        if ep.pool != "exploit":
+            assert t == c
+            continue
+        st = episode_stats(FACTS["ipd"], ep)
+        gap = st.opp_pay - st.pay
+        if sum(gaps[ep.opponent]) > 0:
+            assert t.exploit == pytest.approx(-w.lambda_exploit * s * gap)
+        else:
+            assert t.exploit == 0.0
+        assert t.externality == c.externality

@@ -386,3 +386,40 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     for k in keys:
         assert all(torch.equal(a, b) for a, b in zip(kept[k], policy._kv[k][1][0], strict=True))
     assert fed_reused < fed_fresh / 5  # only each prompt's last token and the answers
+
+
+def test_preallocated_cache_holds_what_a_dynamic_cache_holds(model_dir: Path) -> None:
+    """The in-place cache of generation returns exactly the tensors a transformers
+    ``DynamicCache`` returns, including when it outgrows its room, after a crop and
+    after selecting rows."""
+    from transformers import AutoConfig, DynamicCache
+
+    from sepo.policies.local import _preallocated_cache
+
+    config = AutoConfig.from_pretrained(model_dir)
+    heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    gen = torch.Generator().manual_seed(0)
+
+    def chunk(n: int) -> Any:
+        return torch.randn((3, heads, n, dim), generator=gen)
+
+    reference = DynamicCache(config=config)
+    ours = _preallocated_cache(config, [], 3, 0, capacity=5)
+    for n in (4, 1, 1, 3, 1):  # 10 columns in all: the room of 5 doubles once
+        k, v = chunk(n), chunk(n)
+        for layer in range(config.num_hidden_layers):
+            expected = reference.update(k, v, layer)
+            got = ours.update(k, v, layer)
+            assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert ours.get_seq_length() == reference.get_seq_length() == 10
+    reference.crop(-2)
+    ours.crop(-2)
+    rows = torch.tensor([2, 0])
+    reference.batch_select_indices(rows)
+    ours.batch_select_indices(rows)
+    k, v = chunk(1)[:2], chunk(1)[:2]
+    for layer in range(config.num_hidden_layers):
+        expected = reference.update(k, v, layer)
+        got = ours.update(k, v, layer)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert ours.get_seq_length() == 9

@@ -51,10 +51,13 @@ __all__ = [
     "KuhnStrategyError",
     "best_responder",
     "best_response",
+    "episode_advantage_penalty",
+    "episode_payoff_distribution",
     "expected_payoff",
     "exploitability",
     "format_frequency_table",
     "frequency_table",
+    "hand_payoff_distribution",
     "nash_frequency_ranges",
     "seat_averaged_payoff",
 ]
@@ -378,6 +381,56 @@ def seat_averaged_payoff(agent: KuhnStrategy, opponent: KuhnStrategy) -> float:
     as_first = _first_actor_value(agent.vector, opponent.vector)
     as_second = -_first_actor_value(opponent.vector, agent.vector)
     return 0.5 * (as_first + as_second)
+
+
+def hand_payoff_distribution(first: KuhnStrategy, second: KuhnStrategy) -> dict[float, float]:
+    """Exact distribution of the first actor's payoff in one hand: {payoff: probability}."""
+    a, b = first.vector, second.vector
+    out: dict[float, float] = {}
+
+    def add(value: float, prob: float) -> None:
+        if prob > 0.0:
+            out[value] = out.get(value, 0.0) + prob / 6.0
+
+    for c0, c1, sign in _DEALS:
+        bet, call = a[_OPEN + c0], b[_FACING_BET + c1]
+        bet_behind, call_back = b[_CHECKED + c1], a[_FACING_CHECK_BET + c0]
+        add(2.0 * sign, bet * call)
+        add(1.0, bet * (1.0 - call))
+        add(sign, (1.0 - bet) * (1.0 - bet_behind))
+        add(2.0 * sign, (1.0 - bet) * bet_behind * call_back)
+        add(-1.0, (1.0 - bet) * bet_behind * (1.0 - call_back))
+    return out
+
+
+def episode_payoff_distribution(
+    agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6
+) -> dict[float, float]:
+    """Exact distribution of the agent's total payoff over ``hands`` hands, the agent
+    acting first in hands 0, 2, 4, … as in the game: {total: probability}."""
+    as_first = hand_payoff_distribution(agent, opponent)
+    as_second = {-v: p for v, p in hand_payoff_distribution(opponent, agent).items()}
+    total: dict[float, float] = {0.0: 1.0}
+    for hand in range(hands):
+        step = as_first if hand % 2 == 0 else as_second
+        nxt: dict[float, float] = {}
+        for x, p in total.items():
+            for y, q in step.items():
+                nxt[x + y] = nxt.get(x + y, 0.0) + p * q
+        total = nxt
+    return total
+
+
+def episode_advantage_penalty(agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6) -> float:
+    """Exact E[max(0, ū_o − ū_π)] over ``hands``-hand episodes: the expected exploit term
+    (before −λe·s) of SEPO's ``credited`` reward, which clips each episode.
+
+    Zero-sum, so ū_o − ū_π = −2·total/hands. By Jensen's inequality this is at least
+    max(0, −2·seat_averaged_payoff) (SPEC §4's e, what ``credited_mean`` credits) and
+    exceeds it by the episode-to-episode spread of the agent's results.
+    """
+    dist = episode_payoff_distribution(agent, opponent, hands)
+    return sum(p * max(0.0, -2.0 * total / hands) for total, p in dist.items())
 
 
 def _best_response_first(second: tuple[float, ...]) -> tuple[tuple[float, ...], float]:

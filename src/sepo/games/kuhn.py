@@ -91,7 +91,7 @@ class KuhnState(EpisodeState):
 
     def apply_actions(self, actions: Mapping[int, Action]) -> None:
         movers = self.to_move()
-        if not movers or set(actions) != set(movers):
+        if not movers or len(actions) != 1 or movers[0] not in actions:
             raise GameError("exactly the player to move must act")
         player = movers[0]
         action = actions[player]
@@ -125,17 +125,21 @@ class KuhnState(EpisodeState):
         self._actions = []
 
     def view(self, player: int) -> View:
+        cards, hand = self._cards, self._round
+        live = hand < self.facts.rounds
+        # legal_actions(player) and first_actor() inlined: this runs at every decision.
+        to_act = cards is not None and live and (hand + len(self._betting)) % 2 == player
         return View(
             game="kuhn",
             player=player,
-            round=self._round,
+            round=hand,
             rounds=self.facts.rounds,
             history=self._history,
-            legal=self.legal_actions(player),
+            legal=action_words(self._betting) if to_act else (),
             scores=(self._scores[0], self._scores[1]),
-            card=self._cards[player] if self._cards else None,
+            card=cards[player] if cards else None,
             betting=self._betting,
-            first_actor=(self.first_actor() == player) if not self.is_terminal() else None,
+            first_actor=(hand % 2 == player) if live else None,
         )
 
     def clone(self) -> KuhnState:

@@ -50,9 +50,15 @@ from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts
 from sepo.metrics import SafetyWeights, episode_stats, safety_weights
 
-PenaltyVariant = Literal["credited", "shared", "auxiliary", "reward_only"]
+PenaltyVariant = Literal["credited", "credited_mean", "shared", "auxiliary", "reward_only"]
 ScaleVariant = Literal["batch", "group", "none"]
-PENALTY_VARIANTS: tuple[PenaltyVariant, ...] = ("credited", "shared", "auxiliary", "reward_only")
+PENALTY_VARIANTS: tuple[PenaltyVariant, ...] = (
+    "credited",
+    "credited_mean",
+    "shared",
+    "auxiliary",
+    "reward_only",
+)
 SCALE_VARIANTS: tuple[ScaleVariant, ...] = ("batch", "group", "none")
 TERMS = ("payoff", "exploit", "collusion", "externality")
 #: TRL's epsilon in advantages = (r − mean) / (std + eps).
@@ -101,6 +107,36 @@ def credited_terms(facts: GameFacts, ep: EpisodeRecord, w: SafetyWeights) -> Epi
     raise ValueError(f"episodes of pool {ep.pool!r} carry no training reward")
 
 
+def _credited_mean_terms(
+    facts: dict[str, GameFacts], episodes: Sequence[EpisodeRecord], w: dict[str, SafetyWeights]
+) -> list[EpisodeTerms]:
+    """``credited_mean``: as ``credited``, except that an exploit-pool episode is credited
+    with its share of SPEC §4's e, the max of the opponent's *mean* advantage.
+
+    e for opponent o is max(0, mean over its episodes of (ū_o − ū_π)); an episode's own
+    contribution to that mean is its advantage (ū_o − ū_π)_ep, counted while the mean is
+    positive and not at all otherwise. So the exploit term of an episode is
+    −λe·s·(ū_o − ū_π)_ep when the step's episodes against o have a positive mean
+    advantage, else 0. ``credited`` takes max(0, ·) of each episode instead, whose
+    expectation E[max(0, X)] ≥ max(0, E[X]) also charges the episode-to-episode spread:
+    a loss-aversion term that rewards low-variance play (module docstring).
+    """
+    stats = [episode_stats(facts[ep.game], ep) for ep in episodes]
+    sums: dict[tuple[str, str], list[float]] = {}
+    for ep, st in zip(episodes, stats, strict=True):
+        if ep.pool == "exploit":
+            sums.setdefault((ep.game, ep.opponent), []).append(st.opp_pay - st.pay)
+    exploiting = {key for key, values in sums.items() if sum(values) > 0.0}
+    out = []
+    for ep, st in zip(episodes, stats, strict=True):
+        terms = credited_terms(facts[ep.game], ep, w[ep.game])
+        if ep.pool == "exploit":
+            gap = st.opp_pay - st.pay if (ep.game, ep.opponent) in exploiting else 0.0
+            terms = replace(terms, exploit=-w[ep.game].lambda_exploit * facts[ep.game].scale * gap)
+        out.append(terms)
+    return out
+
+
 def _batch_penalty(
     facts: GameFacts, eps: Sequence[EpisodeRecord], w: SafetyWeights
 ) -> EpisodeTerms:
@@ -145,6 +181,8 @@ def variant_terms(
     w = weights or {g: training_weights(g) for g in facts}
     if variant == "credited":
         return [credited_terms(facts[ep.game], ep, w[ep.game]) for ep in episodes]
+    if variant == "credited_mean":
+        return _credited_mean_terms(facts, episodes, w)
     payoffs = [facts[ep.game].scale * ep.agent_mean for ep in episodes]
     if variant == "reward_only":
         return [EpisodeTerms(payoff=p) for p in payoffs]

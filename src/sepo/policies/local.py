@@ -43,6 +43,7 @@ Run it by hand (after ``pip install -e '.[train]'``)::
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -408,7 +409,13 @@ class LocalModelPolicy:
             new = ids[len(cached) :]
             input_ids[row, width - len(new) :] = torch.tensor(new, dtype=torch.long)
             attention[row, width - len(new) :] = 1
-        past = self._stack_cache(prefixes, c_width, device) if c_width > 0 else None
+        # Room for the whole answer: each generated token is written in place instead of
+        # copying every layer's cache once per token (``_preallocated_cache``).
+        past = (
+            self._stack_cache(prefixes, c_width, device, width + cfg.max_new_tokens)
+            if use_cache
+            else None
+        )
         seed = cfg.seed + self._next_call()
         with self._eval_mode(), torch.inference_mode(), _seeded(seed, device):
             out = self.model.generate(
@@ -440,8 +447,13 @@ class LocalModelPolicy:
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
-        if use_cache and keys is not None and getattr(out, "past_key_values", None) is not None:
-            self._store_cache(keys, prompts, results, attention, width, out.past_key_values)
+        # ``cache`` in current transformers (``past_key_values``, now a deprecated alias
+        # that logs a warning, in older ones); it is ``past``, written in place.
+        kept = getattr(out, "cache", None)
+        if kept is None:
+            kept = getattr(out, "past_key_values", None)
+        if use_cache and keys is not None and kept is not None:
+            self._store_cache(keys, prompts, results, attention, width, kept)
         self.stats.add("local/generate_calls")
         self.stats.add(
             "local/prompt_tokens",
@@ -462,25 +474,35 @@ class LocalModelPolicy:
             self._reuse = types == {"full_attention"} and not getattr(text, "sliding_window", None)
         return bool(self._reuse)
 
-    def _stack_cache(self, prefixes: list[tuple[list[int], Any]], c_width: int, device: Any) -> Any:
+    def _stack_cache(
+        self,
+        prefixes: list[tuple[list[int], Any]],
+        c_width: int,
+        device: Any,
+        capacity: int | None = None,
+    ) -> Any:
+        """The rows' kept caches, right-aligned to ``c_width`` columns, as one cache that
+        has room for ``capacity`` columns in all (see :func:`_preallocated_cache`)."""
         import torch
-        from transformers import DynamicCache
 
+        capacity = max(capacity or c_width, c_width)
+        if c_width == 0:
+            return _preallocated_cache(self.model.config, [], len(prefixes), 0, capacity)
         template = next(kv for c, kv in prefixes if kv is not None)
         layers = []
         for layer, (k0, v0) in enumerate(template):
             keys = torch.zeros(
-                (len(prefixes), k0.shape[0], c_width, k0.shape[-1]), dtype=k0.dtype, device=device
+                (len(prefixes), k0.shape[0], capacity, k0.shape[-1]), dtype=k0.dtype, device=device
             )
             values = torch.zeros(
-                (len(prefixes), v0.shape[0], c_width, v0.shape[-1]), dtype=v0.dtype, device=device
+                (len(prefixes), v0.shape[0], capacity, v0.shape[-1]), dtype=v0.dtype, device=device
             )
             for row, (cached, kv) in enumerate(prefixes):
                 if kv is not None:
-                    keys[row, :, c_width - len(cached) :] = kv[layer][0]
-                    values[row, :, c_width - len(cached) :] = kv[layer][1]
+                    keys[row, :, c_width - len(cached) : c_width] = kv[layer][0]
+                    values[row, :, c_width - len(cached) : c_width] = kv[layer][1]
             layers.append((keys, values))
-        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        return _preallocated_cache(self.model.config, layers, len(prefixes), c_width, capacity)
 
     def _store_cache(
         self,
@@ -861,6 +883,98 @@ class _seeded:
 
     def __exit__(self, *exc: Any) -> None:
         self._fork.__exit__(*exc)
+
+
+def _preallocated_cache(
+    config: Any, layers: list[tuple[Any, Any]], batch: int, filled: int, capacity: int
+) -> Any:
+    """A ``DynamicCache`` whose layers append in place into buffers of ``capacity`` columns.
+
+    transformers' ``DynamicLayer`` grows by ``torch.cat``: every generated token copies
+    every layer's whole cache. With a batch of long multi-turn conversations that copy is
+    most of a decoding step's time on CPU. Here each layer's keys and values are views of
+    the first ``filled`` columns of a preallocated buffer and ``update`` writes the new
+    columns in place; the attention sees exactly the tensors a ``DynamicLayer`` would
+    hold, so results are unchanged. ``layers`` holds each layer's (keys, values) buffers,
+    already ``capacity`` wide with ``filled`` columns written; empty: allocated on the
+    first update. A buffer that runs out of room doubles.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    count = len(cache.layers) or len(layers)
+    layer_class = _growing_layer_class()
+    cache.layers = [
+        layer_class(*(layers[i] if layers else (None, None)), filled=filled, capacity=capacity)
+        for i in range(count)
+    ]
+    del batch  # the buffers carry it
+    return cache
+
+
+@functools.cache
+def _growing_layer_class() -> type:
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[misc]
+        def __init__(self, keys: Any, values: Any, *, filled: int, capacity: int) -> None:
+            super().__init__()
+            self._kbuf, self._vbuf = keys, values
+            self._filled = filled
+            self._capacity = capacity
+            if keys is not None:
+                self.device = keys.device
+                self._expose()
+                self.is_initialized = True
+
+        def _expose(self) -> None:
+            self.keys = self._kbuf[:, :, : self._filled]
+            self.values = self._vbuf[:, :, : self._filled]
+
+        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+            self.device = key_states.device
+            b, h, _, d = key_states.shape
+            self._kbuf = key_states.new_zeros((b, h, self._capacity, d))
+            self._vbuf = value_states.new_zeros((b, value_states.shape[1], self._capacity, d))
+            self._filled = 0
+            self.is_initialized = True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self._filled + key_states.shape[-2]
+            if end > self._kbuf.shape[-2]:
+                room = max(end, 2 * self._kbuf.shape[-2])
+                pad = room - self._kbuf.shape[-2]
+                self._kbuf = torch.nn.functional.pad(self._kbuf, (0, 0, 0, pad))
+                self._vbuf = torch.nn.functional.pad(self._vbuf, (0, 0, 0, pad))
+            self._kbuf[:, :, self._filled : end] = key_states
+            self._vbuf[:, :, self._filled : end] = value_states
+            self._filled = end
+            self._expose()
+            return self.keys, self.values
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                super().crop(tokens_to_remove)  # raises, as the parent does
+            if tokens_to_remove < 0 and self.is_initialized:
+                self._filled = max(0, self._filled + tokens_to_remove)
+                self._expose()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.is_initialized:
+                self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
+                self._vbuf = self._vbuf.repeat_interleave(repeats, dim=0)
+                self._expose()
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.is_initialized:
+                self._kbuf = self._kbuf[indices, ...]
+                self._vbuf = self._vbuf[indices, ...]
+                self._expose()
+
+    return GrowingLayer
 
 
 def _resolve_dtype(dtype: str | None, device: str) -> Any:

@@ -75,6 +75,8 @@ class GRPOSettings:
     top_p: float = 1.0
     max_new_tokens: int = 32
     """Tokens per answer: a reasoning line and the action."""
+    episode_rounds: int | None = None
+    """Rounds (Kuhn: hands) per training episode; ``None``: the game's own length."""
     learning_rate: float = 1e-5
     """Paper: 1e-5 (3e-6 for Kuhn) with LoRA on multi-billion-parameter models."""
     beta: float = 0.1
@@ -170,7 +172,9 @@ class SEPORollout:
 
     def __init__(self, settings: GRPOSettings) -> None:
         self.settings = settings
-        self.facts = {g: make_game(g).facts for g in settings.games}
+        params = {} if settings.episode_rounds is None else {"rounds": settings.episode_rounds}
+        self.games = {g: make_game(g, **params) for g in settings.games}
+        self.facts = {g: game.facts for g, game in self.games.items()}
         self.weights = {g: training_weights(g) for g in settings.games}
         self.best: KuhnStrategy | None = None
         self.best_step = -1
@@ -216,7 +220,7 @@ class SEPORollout:
         decoded = [decode_prompt(p) for p in prompts]
         specs = [
             EpisodeSpec(
-                make_game(slot.game), self._opponent(slot), slot.pool, slot_seed(s.seed, st, idx)
+                self.games[slot.game], self._opponent(slot), slot.pool, slot_seed(s.seed, st, idx)
             )
             for st, idx, slot in decoded
         ]
@@ -230,7 +234,7 @@ class SEPORollout:
                 slot = aux[(idx + k) % len(aux)]
                 aux_specs.append(
                     EpisodeSpec(
-                        make_game(slot.game),
+                        self.games[slot.game],
                         self._opponent(slot),
                         slot.pool,
                         slot_seed(s.seed, st, 50_000 + k),
