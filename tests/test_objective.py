@@ -161,3 +161,27 @@ def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
         else:
             assert t.exploit == 0.0
         assert t.externality == c.externality
+
+
+def test_kuhn_credited_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
+    """The exact expected rewards of ``scripts/kuhn_objective_optimum.py``: the clipped
+    per-episode exploit term of ``credited`` ranks a strategy with exploitability 0.111
+    (Nash α = 0, but calling every bet with Q) above the equilibrium it came from, while
+    ``credited_mean`` (SPEC §4's e) ranks the equilibrium first."""
+    import importlib.util
+    from pathlib import Path
+
+    from sepo.exact.kuhn import KuhnStrategy, exploitability
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "kuhn_objective_optimum.py"
+    spec = importlib.util.spec_from_file_location("kuhn_objective_optimum", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    f = module.objectives(6)
+    nash = KuhnStrategy.nash(0.0)
+    calls_q = KuhnStrategy.from_dict({**nash.to_dict(), "Qb": 1.0, "Qpb": 1.0})
+    assert exploitability(nash).exploitability == pytest.approx(0.0, abs=1e-12)
+    assert exploitability(calls_q).exploitability == pytest.approx(1 / 9, abs=1e-3)
+    assert f["credited"](calls_q) > f["credited"](nash) + 0.005
+    assert f["credited_mean"](nash) > f["credited_mean"](calls_q) + 0.005

@@ -489,7 +489,8 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
     steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 20,
     penalty: Annotated[
-        str, typer.Option(help="credited | shared | auxiliary | reward_only")
+        str,
+        typer.Option(help="credited | credited_mean | shared | auxiliary | reward_only"),
     ] = "credited",
     scale: Annotated[str, typer.Option(help="Advantage scaling: batch | group | none")] = "batch",
     best_responder: Annotated[

@@ -14,7 +14,21 @@ logged mean and counts it as 0 in the sum).
 
 The penalty variants reproduce the authors' traps so they can be compared:
 
-- ``credited`` (default): each episode's reward is its own contribution to J, as above.
+- ``credited`` (default): each episode's reward is its own contribution to J, as above
+  (SPEC §5 as written: the exploit term clips each episode at 0).
+- ``credited_mean``: as ``credited``, but an exploit-pool episode carries
+  −λe·s·(ū_o − ū_π) of its own, unclipped, while the step's episodes against that
+  opponent have a positive mean advantage (0 otherwise): its contribution to SPEC §4's e,
+  which clips the opponent's *mean*. The difference matters. E[max(0, X_ep)] ≥
+  max(0, E[X]), and the excess grows with the spread of episode results, so ``credited``
+  also penalises variance: a Nash player loses 34% of its 6-hand Kuhn episodes against a
+  uniformly random one that it beats on average, and its expected clipped term is 0.31
+  where e is 0. In Kuhn the
+  expected ``credited`` reward (6-hand episodes, the exact best-responder in the exploit
+  pool) peaks at a strategy of exact exploitability 0.111 that calls every bet with Q,
+  while the expected ``credited_mean`` reward peaks at a Nash equilibrium (exploitability
+  0); ``reward_only``'s peaks on a ridge of exploitability 0.11 to 0.17
+  (``scripts/kuhn_objective_optimum.py``).
 - ``reward_only``: every episode is rewarded with its payoff s·ū_π alone, whatever its
   pool — what the paper's first runs actually trained on.
 - ``shared``: payoff s·ū_π plus the *batch's* penalty (−λe·s·e − λc·c − λx·x measured

@@ -75,8 +75,6 @@ class GRPOSettings:
     top_p: float = 1.0
     max_new_tokens: int = 32
     """Tokens per answer: a reasoning line and the action."""
-    episode_rounds: int | None = None
-    """Rounds (Kuhn: hands) per training episode; ``None``: the game's own length."""
     learning_rate: float = 1e-5
     """Paper: 1e-5 (3e-6 for Kuhn) with LoRA on multi-billion-parameter models."""
     beta: float = 0.1
@@ -172,8 +170,7 @@ class SEPORollout:
 
     def __init__(self, settings: GRPOSettings) -> None:
         self.settings = settings
-        params = {} if settings.episode_rounds is None else {"rounds": settings.episode_rounds}
-        self.games = {g: make_game(g, **params) for g in settings.games}
+        self.games = {g: make_game(g) for g in settings.games}
         self.facts = {g: game.facts for g, game in self.games.items()}
         self.weights = {g: training_weights(g) for g in settings.games}
         self.best: KuhnStrategy | None = None
@@ -311,6 +308,8 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from sepo.train.sft import checkpointing_option
+
     slots = training_slots(settings)
     rows = [
         encode_prompt(i, slot, step)
@@ -358,7 +357,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         max_grad_norm=settings.max_grad_norm,
         dataloader_num_workers=0,
         # Activation checkpointing saves memory on real models and only costs time on the tiny one.
-        gradient_checkpointing=use_lora,
+        **checkpointing_option(GRPOConfig, use_lora),
         **settings.extra_trl,
     )
     peft_config = None

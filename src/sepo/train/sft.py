@@ -536,7 +536,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         use_cpu=not cuda,
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=s.gradient_checkpointing,
+        **checkpointing_option(trl.SFTConfig, bool(s.gradient_checkpointing)),
         assistant_only_loss=True,
         max_length=s.max_length,
         packing=False,
@@ -685,6 +685,21 @@ def _lora_config(s: SFTSettings) -> Any:
 def _read_card(data: Path) -> Any:
     card = data / "card.json"
     return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else None
+
+
+def checkpointing_option(config_class: type, enabled: bool) -> dict[str, bool]:
+    """The activation-checkpointing switch of a transformers/TRL config: recent
+    transformers call it ``activation_checkpointing`` (``gradient_checkpointing`` still
+    works there but warns), earlier 5.x releases only know ``gradient_checkpointing``."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: enabled}
 
 
 def library_versions() -> dict[str, str]:
