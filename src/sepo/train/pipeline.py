@@ -77,7 +77,8 @@ class TrainSettings:
     scale: ScaleVariant = "batch"
     best_responder: bool = True
     """Kuhn: exact best-responder to the current policy in the exploit pool."""
-    best_responder_every: int = 5
+    best_responder_every: int = 1
+    """Steps between recomputations of the best-responder (see ``GRPOSettings``)."""
     checkpoint_every: int = 5
     eval_episodes: int = 10
     """Episodes per opponent in each stage's sampled evaluation."""
