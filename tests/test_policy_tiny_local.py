@@ -404,7 +404,7 @@ def test_preallocated_cache_holds_what_a_dynamic_cache_holds(model_dir: Path) ->
         return torch.randn((3, heads, n, dim), generator=gen)
 
     reference = DynamicCache(config=config)
-    ours = _preallocated_cache(config, [], 3, 0, capacity=5)
+    ours = _preallocated_cache(config, [], 0, capacity=5)
     for n in (4, 1, 1, 3, 1):  # 10 columns in all: the room of 5 doubles once
         k, v = chunk(n), chunk(n)
         for layer in range(config.num_hidden_layers):

@@ -487,7 +487,7 @@ class LocalModelPolicy:
 
         capacity = max(capacity or c_width, c_width)
         if c_width == 0:
-            return _preallocated_cache(self.model.config, [], len(prefixes), 0, capacity)
+            return _preallocated_cache(self.model.config, [], 0, capacity)
         template = next(kv for c, kv in prefixes if kv is not None)
         layers = []
         for layer, (k0, v0) in enumerate(template):
@@ -502,7 +502,7 @@ class LocalModelPolicy:
                     keys[row, :, c_width - len(cached) : c_width] = kv[layer][0]
                     values[row, :, c_width - len(cached) : c_width] = kv[layer][1]
             layers.append((keys, values))
-        return _preallocated_cache(self.model.config, layers, len(prefixes), c_width, capacity)
+        return _preallocated_cache(self.model.config, layers, c_width, capacity)
 
     def _store_cache(
         self,
@@ -886,7 +886,7 @@ class _seeded:
 
 
 def _preallocated_cache(
-    config: Any, layers: list[tuple[Any, Any]], batch: int, filled: int, capacity: int
+    config: Any, layers: list[tuple[Any, Any]], filled: int, capacity: int
 ) -> Any:
     """A ``DynamicCache`` whose layers append in place into buffers of ``capacity`` columns.
 
@@ -902,13 +902,14 @@ def _preallocated_cache(
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
-    count = len(cache.layers) or len(layers)
+    count = len(layers) or len(cache.layers)
+    if count == 0:  # a config that does not say its layers: transformers' own cache
+        return cache
     layer_class = _growing_layer_class()
     cache.layers = [
         layer_class(*(layers[i] if layers else (None, None)), filled=filled, capacity=capacity)
         for i in range(count)
     ]
-    del batch  # the buffers carry it
     return cache
 
 
