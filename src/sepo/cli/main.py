@@ -487,7 +487,7 @@ def train(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 20,
+    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 25,
     penalty: Annotated[
         str,
         typer.Option(help="credited | credited_mean | shared | auxiliary | reward_only"),
@@ -503,7 +503,12 @@ def train(
         float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
     ] = None,
     beta: Annotated[float | None, typer.Option(help="KL weight (default 0.1; Kuhn 0.2).")] = None,
-    temperature: Annotated[float, typer.Option(min=0.05)] = 0.8,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05, help="Rollout and evaluation temperature (default: tiny 1.0, hf 0.8)."
+        ),
+    ] = None,
     sft_episodes: Annotated[
         int | None, typer.Option(help="SFT demonstrator episodes per game.")
     ] = 400,
