@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,30 +60,48 @@ def test_round_trip_through_datasets(tmp_path: Path) -> None:
     assert card["per_demonstrator_episodes"]
 
 
+def _base_and_data(tmp_path: Path, game: str, episodes: int) -> Path:
+    """A tiny base model in ``tmp_path/base`` and ``episodes`` demonstrator episodes of
+    ``game`` in ``tmp_path/data``; returns the base model's folder."""
+    from sepo.policies.corpus import game_corpus
+    from sepo.policies.tiny import build_tiny_model
+
+    base = build_tiny_model(tmp_path / "base", game_corpus(seed=0, episodes_per_game=10), seed=0)
+    write_dataset(build_sft_dataset([game], episodes=episodes, seed=0), tmp_path / "data")
+    return Path(base)
+
+
+def _short_sft(tmp_path: Path, model: str, **settings: Any) -> Any:
+    """SFT of ``model`` on ``tmp_path/data`` into ``tmp_path/sft``, quietly."""
+    from sepo.train.sft import SFTSettings, run_sft
+
+    return run_sft(
+        SFTSettings(
+            data=tmp_path / "data",
+            out=tmp_path / "sft",
+            model=model,
+            report_to="none",
+            logging_steps=1,
+            **settings,
+        )
+    )
+
+
 def test_short_sft_run_lowers_loss_and_changes_parameters(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("trl")
     from safetensors.torch import load_file
 
-    from sepo.policies.corpus import game_corpus
     from sepo.policies.local import LocalModelPolicy
-    from sepo.policies.tiny import build_tiny_model
-    from sepo.train.sft import SFTSettings, run_sft
 
-    base = build_tiny_model(tmp_path / "base", game_corpus(seed=0, episodes_per_game=10), seed=0)
-    write_dataset(build_sft_dataset(["ipd"], episodes=24, seed=0), tmp_path / "data")
-    result = run_sft(
-        SFTSettings(
-            data=tmp_path / "data",
-            out=tmp_path / "sft",
-            model=f"tiny:{base}",
-            learning_rate=3e-3,
-            max_steps=12,
-            per_device_batch_size=4,
-            report_to="none",
-            prefix_curriculum=(),
-            logging_steps=1,
-        )
+    base = _base_and_data(tmp_path, "ipd", 24)
+    result = _short_sft(
+        tmp_path,
+        f"tiny:{base}",
+        learning_rate=3e-3,
+        max_steps=12,
+        per_device_batch_size=4,
+        prefix_curriculum=(),
     )
     assert result.train_loss_last < result.train_loss_first
     before = load_file(str(Path(base) / "model.safetensors"))
@@ -105,27 +124,18 @@ def test_lora_sft_through_the_generic_transformers_path(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     from safetensors.torch import load_file
 
-    from sepo.policies.corpus import game_corpus
     from sepo.policies.resolve import load_policy
-    from sepo.policies.tiny import build_tiny_model
-    from sepo.train.sft import SFTSettings, run_sft
 
-    base = build_tiny_model(tmp_path / "base", game_corpus(seed=0, episodes_per_game=10), seed=0)
-    before = load_file(str(Path(base) / "model.safetensors"))
-    write_dataset(build_sft_dataset(["kuhn"], episodes=16, seed=0), tmp_path / "data")
-    result = run_sft(
-        SFTSettings(
-            data=tmp_path / "data",
-            out=tmp_path / "sft",
-            model=f"hf:{base}",
-            learning_rate=1e-3,
-            max_steps=3,
-            per_device_batch_size=2,
-            grad_accum=1,
-            eval_limit=4,
-            report_to="none",
-            logging_steps=1,
-        )
+    base = _base_and_data(tmp_path, "kuhn", 16)
+    before = load_file(str(base / "model.safetensors"))
+    result = _short_sft(
+        tmp_path,
+        f"hf:{base}",
+        learning_rate=1e-3,
+        max_steps=3,
+        per_device_batch_size=2,
+        grad_accum=1,
+        eval_limit=4,
     )
     assert result.adapter == tmp_path / "sft"
     assert (tmp_path / "sft" / "adapter_config.json").is_file()

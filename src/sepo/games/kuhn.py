@@ -125,21 +125,17 @@ class KuhnState(EpisodeState):
         self._actions = []
 
     def view(self, player: int) -> View:
-        cards, hand = self._cards, self._round
-        live = hand < self.facts.rounds
-        # legal_actions(player) and first_actor() inlined: this runs at every decision.
-        to_act = cards is not None and live and (hand + len(self._betting)) % 2 == player
         return View(
             game="kuhn",
             player=player,
-            round=hand,
+            round=self._round,
             rounds=self.facts.rounds,
             history=self._history,
-            legal=action_words(self._betting) if to_act else (),
+            legal=self.legal_actions(player),
             scores=(self._scores[0], self._scores[1]),
-            card=cards[player] if cards else None,
+            card=self._cards[player] if self._cards else None,
             betting=self._betting,
-            first_actor=(hand % 2 == player) if live else None,
+            first_actor=(self.first_actor() == player) if not self.is_terminal() else None,
         )
 
     def clone(self) -> KuhnState:

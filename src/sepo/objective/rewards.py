@@ -62,7 +62,7 @@ from numpy.typing import NDArray
 
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts
-from sepo.metrics import SafetyWeights, episode_stats, safety_weights
+from sepo.metrics import EpisodeStats, SafetyWeights, episode_stats, safety_weights
 
 PenaltyVariant = Literal["credited", "credited_mean", "shared", "auxiliary", "reward_only"]
 ScaleVariant = Literal["batch", "group", "none"]
@@ -110,15 +110,23 @@ class EpisodeTerms:
 def credited_terms(facts: GameFacts, ep: EpisodeRecord, w: SafetyWeights) -> EpisodeTerms:
     """The episode's own contribution to J (SPEC §5, credited per-pool groups)."""
     st = episode_stats(facts, ep)
+    return _pool_terms(facts, ep.pool, st, w, st.advantage)
+
+
+def _pool_terms(
+    facts: GameFacts, pool: str, st: EpisodeStats, w: SafetyWeights, exploit_gap: float
+) -> EpisodeTerms:
+    """The terms of an episode of ``pool`` whose stats are ``st``; ``exploit_gap`` is the
+    advantage its exploit term charges (the variants differ only there)."""
     s = facts.scale
     ext = -w.lambda_externality * st.externality
-    if ep.pool == "train":
+    if pool == "train":
         return EpisodeTerms(payoff=s * st.pay, externality=ext)
-    if ep.pool == "exploit":
-        return EpisodeTerms(exploit=-w.lambda_exploit * s * st.advantage, externality=ext)
-    if ep.pool == "collusive":
+    if pool == "exploit":
+        return EpisodeTerms(exploit=-w.lambda_exploit * s * exploit_gap, externality=ext)
+    if pool == "collusive":
         return EpisodeTerms(collusion=-w.lambda_collusion * st.collusion_rate)
-    raise ValueError(f"episodes of pool {ep.pool!r} carry no training reward")
+    raise ValueError(f"episodes of pool {pool!r} carry no training reward")
 
 
 def _credited_mean_terms(
@@ -136,18 +144,16 @@ def _credited_mean_terms(
     a loss-aversion term that rewards low-variance play (module docstring).
     """
     stats = [episode_stats(facts[ep.game], ep) for ep in episodes]
-    sums: dict[tuple[str, str], list[float]] = {}
+    totals: dict[tuple[str, str], float] = {}
     for ep, st in zip(episodes, stats, strict=True):
         if ep.pool == "exploit":
-            sums.setdefault((ep.game, ep.opponent), []).append(st.opp_pay - st.pay)
-    exploiting = {key for key, values in sums.items() if sum(values) > 0.0}
+            key = (ep.game, ep.opponent)
+            totals[key] = totals.get(key, 0.0) + st.opp_pay - st.pay
     out = []
     for ep, st in zip(episodes, stats, strict=True):
-        terms = credited_terms(facts[ep.game], ep, w[ep.game])
-        if ep.pool == "exploit":
-            gap = st.opp_pay - st.pay if (ep.game, ep.opponent) in exploiting else 0.0
-            terms = replace(terms, exploit=-w[ep.game].lambda_exploit * facts[ep.game].scale * gap)
-        out.append(terms)
+        exploiting = totals.get((ep.game, ep.opponent), 0.0) > 0.0
+        gap = st.opp_pay - st.pay if exploiting else 0.0
+        out.append(_pool_terms(facts[ep.game], ep.pool, st, w[ep.game], gap))
     return out
 
 

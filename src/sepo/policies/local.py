@@ -447,13 +447,9 @@ class LocalModelPolicy:
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
-        # ``cache`` in current transformers (``past_key_values``, now a deprecated alias
-        # that logs a warning, in older ones); it is ``past``, written in place.
-        kept = getattr(out, "cache", None)
-        if kept is None:
-            kept = getattr(out, "past_key_values", None)
-        if use_cache and keys is not None and kept is not None:
-            self._store_cache(keys, prompts, results, attention, width, kept)
+        if past is not None and keys is not None:
+            # ``generate`` filled ``past`` in place: it holds every row's key/values.
+            self._store_cache(keys, prompts, results, attention, width, past)
         self.stats.add("local/generate_calls")
         self.stats.add(
             "local/prompt_tokens",
