@@ -244,3 +244,15 @@ def test_sft_from_copies_the_first_stages_and_keeps_existing_ones(tmp_path: Path
     assert (out / "base-model" / "file.txt").read_text() == "base-model"
     assert (out / "sft" / "sft_result.json").is_file()
     assert (out / "sft-data" / "file.txt").read_text() == "mine"  # never overwritten
+
+
+def test_train_settings_give_hf_models_the_paper_recipe() -> None:
+    """An hf model trains a LoRA adapter with the paper's Kuhn learning rate and KL
+    weight; the tiny model trains all its weights. (The GRPO stage receives the model
+    folder without its ``hf:`` prefix, so the recipe must be decided here.)"""
+    from sepo.train.pipeline import TrainSettings, grpo_settings
+
+    hf = grpo_settings(TrainSettings(model="hf:Qwen/Qwen3-0.6B"), "/models/qwen", "/runs/sft")
+    assert (hf.lora, hf.learning_rate, hf.beta, hf.temperature) == (True, 3e-6, 0.2, 0.8)
+    tiny = grpo_settings(TrainSettings(), "/runs/sft", None)
+    assert (tiny.lora, tiny.temperature) == (False, 1.0)

@@ -109,6 +109,58 @@ def test_kuhn_best_responder_slot_and_exploitability_log(tiny_dir: Path, tmp_pat
     assert logged and 0.0 <= logged[0] <= 1.5
 
 
+def _random_lora_adapter(base: Path, out: Path) -> Path:
+    """A LoRA adapter of ``base`` whose update is not zero (stands in for an SFT adapter)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(base)),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_lora_grpo_on_a_merged_sft_adapter(tiny_dir: Path, tmp_path: Path) -> None:
+    """The hf recipe: SEPO-GRPO trains a fresh LoRA adapter on base + the merged SFT
+    adapter. Only adapter weights train, and a checkpoint loaded as an adapter of the
+    base model reproduces the trained policy (the SFT adapter is merged first)."""
+    sft = _random_lora_adapter(tiny_dir, tmp_path / "sft")
+    settings = _settings(
+        tiny_dir, tmp_path / "run", adapter=str(sft), lora=True, steps=1, learning_rate=1e-2
+    )
+    trainer, _ = build_trainer(settings)
+    trained = {
+        n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad
+    }
+    assert trained and all("lora_" in n for n in trained)
+    trainer.train()
+    assert any(
+        not torch.equal(trained[n], p) for n, p in trainer.model.named_parameters() if n in trained
+    )
+
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    assert (checkpoint / "sepo_adapter_base.json").is_file()
+    ids = torch.tensor([[5, 17, 23, 42, 8, 99]])
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(input_ids=ids.to(trainer.model.device)).logits.cpu()
+        loaded = LocalModelPolicy.load(str(tiny_dir), adapter=str(checkpoint), device="cpu")
+        got = loaded.model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    # without the chain (the SFT adapter left out) the policy would be a different one
+    (checkpoint / "sepo_adapter_base.json").unlink()
+    with torch.no_grad():
+        unchained = LocalModelPolicy.load(str(tiny_dir), adapter=str(checkpoint), device="cpu")
+        assert not torch.allclose(unchained.model(input_ids=ids).logits, expected, atol=1e-3)
+
+
 @pytest.mark.slow
 def test_resume_matches_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
     """Kill after the first checkpoint, resume: the final weights equal the uninterrupted

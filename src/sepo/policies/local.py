@@ -243,11 +243,7 @@ class LocalModelPolicy:
         tokenizer = _from_pretrained(AutoTokenizer, tokenizer_source)
         model = _from_pretrained(AutoModelForCausalLM, path_or_id, dtype=torch_dtype)
         if adapter is not None:
-            try:
-                from peft import PeftModel
-            except ImportError as err:  # pragma: no cover - depends on the install
-                raise ImportError("adapters need peft: pip install 'sepo[train]'") from err
-            model = PeftModel.from_pretrained(model, adapter)
+            model = apply_adapter(model, adapter)
         model.to(resolved_device)
         model.eval()
         label = name or (path_or_id if adapter is None else f"{path_or_id}+{adapter}")
@@ -986,6 +982,63 @@ def _resolve_dtype(dtype: str | None, device: str) -> Any:
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+ADAPTER_BASE_FILE = "sepo_adapter_base.json"
+"""Written beside an adapter trained on top of an already merged adapter (SEPO-GRPO with
+LoRA starts from base + SFT adapter, merged): ``{"merge_first": [PATH, ...]}``, each
+path relative to the adapter's folder (or absolute), merged into the base in order
+before this adapter is applied."""
+
+
+def write_adapter_base(adapter_dir: str | Path, merge_first: Sequence[str | Path]) -> None:
+    """Record in ``adapter_dir`` which adapters its base had merged (see
+    :data:`ADAPTER_BASE_FILE`); paths are stored relative to ``adapter_dir`` so a run
+    directory can be moved as a whole."""
+    import json
+    import os
+
+    folder = Path(adapter_dir)
+    paths = [os.path.relpath(Path(p).resolve(), folder.resolve()) for p in merge_first]
+    (folder / ADAPTER_BASE_FILE).write_text(json.dumps({"merge_first": paths}, indent=2) + "\n")
+
+
+def adapter_chain(adapter: str | Path) -> list[Path]:
+    """The adapters to apply for ``adapter``, earliest first: those its
+    :data:`ADAPTER_BASE_FILE` names (recursively), then ``adapter`` itself."""
+    import json
+
+    folder = Path(adapter).expanduser()
+    record = folder / ADAPTER_BASE_FILE
+    chain: list[Path] = []
+    if record.exists():
+        try:
+            earlier = json.loads(record.read_text())["merge_first"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{record} is not a valid adapter record: {err}") from None
+        for entry in earlier:
+            path = Path(entry) if Path(entry).is_absolute() else folder / entry
+            if not (path / "adapter_config.json").exists():
+                raise FileNotFoundError(
+                    f"{record} names {entry}, which holds no adapter (was the run moved in part?)"
+                )
+            chain.extend(adapter_chain(path.resolve()))
+    chain.append(folder)
+    return chain
+
+
+def apply_adapter(model: Any, adapter: str | Path, *, merge: bool = False) -> Any:
+    """``model`` with the PEFT ``adapter`` applied, after merging whatever adapters its
+    base had merged (:func:`adapter_chain`); ``merge`` merges ``adapter`` too."""
+    try:
+        from peft import PeftModel
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("adapters need peft: pip install 'sepo[train]'") from err
+    *earlier, last = adapter_chain(adapter)
+    for path in earlier:
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    model = PeftModel.from_pretrained(model, str(last))
+    return model.merge_and_unload() if merge else model
 
 
 def _from_pretrained(loader: Any, ident: str, **kwargs: Any) -> Any:

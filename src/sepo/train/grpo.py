@@ -284,15 +284,19 @@ def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
 
     path = settings.init.removeprefix("hf:").removeprefix("tiny:")
     is_hf = settings.init.startswith("hf:")
-    tokenizer = AutoTokenizer.from_pretrained(settings.adapter or path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    if settings.adapter:
-        from peft import PeftModel
+    has_tokenizer = settings.adapter and (Path(settings.adapter) / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(settings.adapter if has_tokenizer else path)
+    from sepo.policies.local import apply_adapter
 
-        model = PeftModel.from_pretrained(model, settings.adapter).merge_and_unload()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    use_lora = settings.lora if settings.lora is not None else is_hf
+    if settings.adapter:
+        # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
+        model = apply_adapter(model, settings.adapter, merge=True)
+        if not use_lora:
+            model.requires_grad_(True)  # PEFT froze the base weights
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    use_lora = settings.lora if settings.lora is not None else is_hf
     return model, tokenizer, use_lora
 
 
@@ -375,6 +379,9 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
             task_type="CAUSAL_LM",
         )
     rollout = SEPORollout(settings)
+    callbacks = []
+    if use_lora and settings.adapter:
+        callbacks.append(_adapter_base_recorder(settings.adapter))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rollout.reward_functions(),
@@ -383,8 +390,26 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=rollout,
+        callbacks=callbacks,
     )
     return trainer, rollout
+
+
+def _adapter_base_recorder(sft_adapter: str) -> Any:
+    """A callback that marks each saved LoRA checkpoint as trained on base + the merged
+    SFT adapter, so that loading the checkpoint as an adapter of the base model merges
+    the SFT adapter first (:func:`sepo.policies.local.adapter_chain`)."""
+    from transformers import TrainerCallback
+
+    from sepo.policies.local import write_adapter_base
+
+    class AdapterBaseRecorder(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and (folder / "adapter_config.json").exists():
+                write_adapter_base(folder, [sft_adapter])
+
+    return AdapterBaseRecorder()
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -425,6 +450,10 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(out / "final"))
+    if settings.adapter and (out / "final" / "adapter_config.json").exists():
+        from sepo.policies.local import write_adapter_base
+
+        write_adapter_base(out / "final", [settings.adapter])
     return out
 
 

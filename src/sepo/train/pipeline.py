@@ -138,6 +138,7 @@ def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSetti
         best_responder=s.best_responder and "kuhn" in s.games,
         best_responder_every=s.best_responder_every,
         checkpoint_every=s.checkpoint_every,
+        lora=is_hf,
         seed=s.seed,
         report_to=s.report_to,
     )
