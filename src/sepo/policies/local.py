@@ -418,7 +418,7 @@ class LocalModelPolicy:
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
                 generation_config=self._generation_config(cfg, with_logprobs),
-                **({"cache": past} if past is not None else {}),
+                **({_cache_keyword(self.model): past} if past is not None else {}),
             )
         new_tokens = out.sequences[:, width:].tolist()
         step_logprobs: list[list[float]] = [[] for _ in prompts]
@@ -701,9 +701,10 @@ class LocalModelPolicy:
         """Logits of the last ``keep`` positions (``logits_to_keep`` spares the LM head
         on the prompt; models without it return all positions and are sliced). ``past``:
         a key/value cache of the tokens before ``input_ids`` (``attention`` covers both)."""
-        # The cache keyword is ``cache``, as in the ``generate`` call of ``_generate_chunk``.
         cache_kwargs: dict[str, Any] = (
-            {"cache": past, "use_cache": True} if past is not None else {"use_cache": False}
+            {_cache_keyword(self.model): past, "use_cache": True}
+            if past is not None
+            else {"use_cache": False}
         )
         try:
             out = self.model(
@@ -1039,6 +1040,19 @@ def apply_adapter(model: Any, adapter: str | Path, *, merge: bool = False) -> An
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     model = PeftModel.from_pretrained(model, str(last))
     return model.merge_and_unload() if merge else model
+
+
+def _cache_keyword(model: Any) -> str:
+    """The key/value-cache argument of ``model``'s forward and ``generate``: ``cache``
+    from transformers 5.2x on, ``past_key_values`` before (and in custom models)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        import inspect
+
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _from_pretrained(loader: Any, ident: str, **kwargs: Any) -> Any:
