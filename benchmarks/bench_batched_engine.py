@@ -94,7 +94,8 @@ def main() -> None:
 
     print(
         f"game: {args.game}; model: {model_dir if args.model else 'fresh tiny model'}; "
-        f"max_new_tokens {args.max_new_tokens}; torch threads {args.threads}"
+        f"max_new_tokens {args.max_new_tokens}; torch threads {args.threads}; "
+        f"device {policy.model.device}"
     )
     print()
     print("| engine | episodes | decisions | decisions/s |")
@@ -131,6 +132,11 @@ class ForwardTimer:
         self.calls = {"prefill": 0, "decode": 0}
         self._start = 0.0
         self._kind = "decode"
+        import torch
+
+        # On a GPU the forward returns before its kernels finish: wait for them.
+        on_gpu = any(p.is_cuda for p in model.parameters())  # type: ignore[attr-defined]
+        self._sync = torch.cuda.synchronize if on_gpu else (lambda: None)
         self._handles = [
             model.register_forward_pre_hook(self._pre, with_kwargs=True),  # type: ignore[attr-defined]
             model.register_forward_hook(self._post, with_kwargs=True),  # type: ignore[attr-defined]
@@ -141,9 +147,11 @@ class ForwardTimer:
         shape = getattr(ids, "shape", (0, 0))
         self._kind = "prefill" if shape[1] > 1 else "decode"
         self.tokens[self._kind] += int(shape[0] * shape[1])
+        self._sync()
         self._start = time.perf_counter()
 
     def _post(self, module: object, args: object, kwargs: object, out: object) -> None:
+        self._sync()
         self.seconds[self._kind] += time.perf_counter() - self._start
         self.calls[self._kind] += 1
 
