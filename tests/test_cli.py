@@ -256,3 +256,23 @@ def test_train_settings_give_hf_models_the_paper_recipe() -> None:
     assert (hf.lora, hf.learning_rate, hf.beta, hf.temperature) == (True, 3e-6, 0.2, 0.8)
     tiny = grpo_settings(TrainSettings(), "/runs/sft", None)
     assert (tiny.lora, tiny.temperature) == (False, 1.0)
+
+
+def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
+    """A missing adapter folder, and an adapter whose record of merged adapters is
+    malformed or names a folder that is gone, are exit-2 errors, not tracebacks."""
+    pytest.importorskip("peft")
+    model = tmp_path / "tiny"
+    _ok(["model", "init", "--out", str(model)])
+    base = ["eval", "--game", "kuhn", "--policy", f"hf:{model}", "--episodes", "1"]
+    assert "no PEFT adapter" in _fails([*base, "--adapter", str(tmp_path / "missing")])
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    for record, message in (
+        ("not json", "not a valid adapter record"),
+        ('{"merge_first": 3}', "not a valid adapter record"),
+        ('{"merge_first": ["../gone"]}', "holds no adapter"),
+    ):
+        (adapter / "sepo_adapter_base.json").write_text(record)
+        assert message in _fails([*base, "--adapter", str(adapter)])

@@ -1010,13 +1010,18 @@ def adapter_chain(adapter: str | Path) -> list[Path]:
     import json
 
     folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no PEFT adapter in {folder} (adapter_config.json missing)")
     record = folder / ADAPTER_BASE_FILE
     chain: list[Path] = []
     if record.exists():
         try:
             earlier = json.loads(record.read_text())["merge_first"]
+            if not isinstance(earlier, list) or not all(isinstance(e, str) for e in earlier):
+                raise TypeError("merge_first must be a list of paths")
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{record} is not a valid adapter record: {err}") from None
+            # An OSError, like every other unreadable-model case: a one-line CLI error.
+            raise OSError(f"{record} is not a valid adapter record: {err}") from None
         for entry in earlier:
             path = Path(entry) if Path(entry).is_absolute() else folder / entry
             if not (path / "adapter_config.json").exists():
