@@ -282,12 +282,13 @@ class SEPORollout:
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = settings.init.removeprefix("hf:").removeprefix("tiny:")
-    is_hf = settings.init.startswith("hf:")
-    has_tokenizer = settings.adapter and (Path(settings.adapter) / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(settings.adapter if has_tokenizer else path)
     from sepo.policies.local import apply_adapter
 
+    path = settings.init.removeprefix("hf:").removeprefix("tiny:")
+    is_hf = settings.init.startswith("hf:")
+    # SFT saves the tokenizer beside its adapter; an adapter made elsewhere may lack it.
+    has_tokenizer = settings.adapter and (Path(settings.adapter) / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(settings.adapter if has_tokenizer else path)
     model = AutoModelForCausalLM.from_pretrained(path)
     use_lora = settings.lora if settings.lora is not None else is_hf
     if settings.adapter:
