@@ -276,3 +276,19 @@ def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
     ):
         (adapter / "sepo_adapter_base.json").write_text(record)
         assert message in _fails([*base, "--adapter", str(adapter)])
+
+
+def test_exploitability_of_a_model_uses_its_training_temperature(tmp_path: Path) -> None:
+    """`sepo exploitability` extracts a model's strategy at the temperature `sepo train`
+    evaluates it at (hf 0.8, tiny 1.0), so it reproduces the run's summary."""
+    pytest.importorskip("torch")
+    model = tmp_path / "tiny"
+    _ok(["model", "init", "--out", str(model)])
+
+    def expl(*args: str) -> float:
+        out = _ok(["exploitability", "--game", "kuhn", "--json", *args])
+        return float(json.loads(out[out.index("{\n") :])["exploitability"])  # after progress bars
+
+    tiny, hf = expl("--policy", f"tiny:{model}"), expl("--policy", f"hf:{model}")
+    assert hf != tiny
+    assert expl("--policy", f"hf:{model}", "--temperature", "1.0") == tiny

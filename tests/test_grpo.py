@@ -153,7 +153,11 @@ def test_lora_grpo_on_a_merged_sft_adapter(tiny_dir: Path, tmp_path: Path) -> No
         expected = trainer.model(input_ids=ids.to(trainer.model.device)).logits.cpu()
         loaded = LocalModelPolicy.load(str(tiny_dir), adapter=str(checkpoint), device="cpu")
         got = loaded.model(input_ids=ids).logits
+        # the checkpoint folder given as the model (hf:RUN/sepo/checkpoint-N) is the same
+        direct = LocalModelPolicy.load(str(checkpoint), device="cpu")
+        got_direct = direct.model(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(got_direct, expected, atol=1e-5)
     # without the chain (the SFT adapter left out) the policy would be a different one
     (checkpoint / "sepo_adapter_base.json").unlink()
     with torch.no_grad():
@@ -238,3 +242,14 @@ def test_micro_batches_split_a_step_evenly() -> None:
     assert micro_batches(5, 4) == 5  # a prime number of episodes: one per micro-batch
     with pytest.raises(ValueError, match="micro_batch_size"):
         micro_batches(8, 0)
+
+
+@pytest.mark.parametrize("penalty", ["shared", "credited_mean", "auxiliary"])
+def test_step_wide_penalties_refuse_several_processes(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, penalty: str
+) -> None:
+    """These variants measure all of a step's episodes; with several processes each
+    process's rewards would see only its share, so they refuse to start."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="processes"):
+        build_trainer(_settings(tiny_dir, tmp_path / "run", penalty=penalty))

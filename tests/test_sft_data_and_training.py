@@ -149,3 +149,58 @@ def test_lora_sft_through_the_generic_transformers_path(tmp_path: Path) -> None:
     spec = EpisodeSpec(make_game("kuhn"), find_strategy("kuhn", "nash_approx"), "train", 0)
     (episode,) = run_episodes([spec], loaded.policy)
     assert len(episode.rounds) == make_game("kuhn").facts.rounds
+
+
+def _with_template(base: Path, name: str) -> tuple[Any, Any]:
+    """The tiny model with one of TRL's stored real-model chat templates and its special
+    tokens (no download: TRL ships the templates)."""
+    pytest.importorskip("trl")
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|eot_id|>"]}
+    )
+    tokenizer.add_tokens(["<think>", "</think>"])
+    model.resize_token_embeddings(len(tokenizer))
+    template = Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja"
+    tokenizer.chat_template = template.read_text()
+    return model, tokenizer
+
+
+def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> None:
+    """Qwen3's own template drops earlier turns' <think> blocks, so an episode is not one
+    growing token sequence and SEPO-GRPO's rollout cannot track it; SFT switches to TRL's
+    training template (saved with the SFT output), which it can."""
+    from sepo.opponents import find_strategy
+    from sepo.policies.local import LocalModelPolicy
+    from sepo.rollout.engine import EpisodeSpec, run_episodes
+    from sepo.rollout.protocol import SamplingConfig
+    from sepo.train.sft import use_training_template
+    from sepo.train.token_rollout import TemplateNotPrefixStable, TokenTrackingPolicy
+
+    model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "qwen3")
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=0)
+    spec = EpisodeSpec(make_game("kuhn"), find_strategy("kuhn", "nash_approx"), "train", 1)
+
+    def play() -> None:
+        tracker = TokenTrackingPolicy(
+            LocalModelPolicy(model, tokenizer, sampling=sampling), sampling
+        )
+        run_episodes([spec], tracker)
+
+    with pytest.raises(TemplateNotPrefixStable):
+        play()
+    use_training_template(tokenizer, "qwen3")
+    assert "generation" in tokenizer.chat_template
+    play()
+
+
+def test_sft_refuses_a_template_trl_cannot_patch(tmp_path: Path) -> None:
+    from sepo.train.sft import ModelSpecError, use_training_template
+
+    _, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "llama3_2")
+    with pytest.raises(ModelSpecError, match="generation"):
+        use_training_template(tokenizer, "llama-3.2")

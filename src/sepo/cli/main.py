@@ -303,11 +303,19 @@ def exploitability(
     save_strategy: Annotated[
         Path | None, typer.Option(help="Write the (extracted) strategy file here.")
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05,
+            help="Model policies: the temperature whose action probabilities are extracted "
+            "(default: the training temperature, tiny 1.0, hf 0.8, as in `sepo train`'s summary).",
+        ),
+    ] = None,
 ) -> None:
     """Exact exploitability of a Kuhn policy and each seat's best-response value."""
     from sepo.exact.kuhn import exploitability as exact_exploitability
     from sepo.exact.kuhn import format_frequency_table, frequency_table
-    from sepo.policies.resolve import is_model_spec, load_policy
+    from sepo.policies.resolve import is_model_spec, load_policy, training_temperature
 
     if game != "kuhn":
         raise UsageError(f"exact exploitability is implemented for kuhn only, not {game!r}")
@@ -316,7 +324,9 @@ def exploitability(
         from sepo.policies.extract import extract_kuhn_strategy
 
         loaded = load_policy(policy, game, adapter=adapter)
-        strategy = extract_kuhn_strategy(loaded.policy)
+        if temperature is None:
+            temperature = training_temperature(policy)
+        strategy = extract_kuhn_strategy(loaded.policy, temperature=temperature)
     else:
         known = load_policy(policy, game).strategy
         if known is None:

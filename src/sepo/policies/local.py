@@ -202,6 +202,11 @@ class LocalModelPolicy:
         self._merge_system = False
         self.stop_ids: tuple[int, ...] = self._find_stop_ids()
         """Token ids that end an answer (EOS ids and the template's end-of-turn token)."""
+        end_of_turn = self._template_end_of_turn()
+        self.end_of_turn_id: int = end_of_turn if end_of_turn is not None else self.stop_ids[0]
+        """The token that closes an answer the way the chat template does (it closes
+        answers cut at ``max_new_tokens``): not a document-end EOS that the generation
+        config may list first (Llama 3's ``<|end_of_text|>``, Gemma's ``<eos>``)."""
         pad = tokenizer.pad_token_id
         self.pad_id: int = int(pad) if pad is not None else self.stop_ids[0]
 
@@ -237,6 +242,8 @@ class LocalModelPolicy:
 
         resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = _resolve_dtype(dtype, resolved_device)
+        if adapter is None:
+            path_or_id, adapter = _split_adapter_folder(path_or_id)
         tokenizer_source = path_or_id
         if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists():
             tokenizer_source = adapter
@@ -782,7 +789,7 @@ class LocalModelPolicy:
             if end is not None:
                 return tail[: end + 1] if end_turn else tail[:end]
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return [*ids, self.stop_ids[0]] if end_turn else ids
+        return [*ids, self.end_of_turn_id] if end_turn else ids
 
     def _find_stop_ids(self) -> tuple[int, ...]:
         """EOS ids of the generation config and tokenizer, known end-of-turn tokens, and the
@@ -803,24 +810,29 @@ class LocalModelPolicy:
         for token in _KNOWN_END_OF_TURN:
             if token in added:
                 add(added[token])
+        add(self._template_end_of_turn())
+        if not ids:
+            raise ValueError("the tokenizer defines no EOS or end-of-turn token to stop on")
+        return tuple(ids)
+
+    def _template_end_of_turn(self) -> int | None:
+        """The first added token the chat template writes after an assistant answer
+        (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``…), or ``None``."""
+        added = self.tokenizer.get_added_vocab()
         try:
             marker = "sepo-end-of-turn-probe"
             rendered = self.render_prompt(
                 [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
                 add_generation_prompt=False,
             )
-            after = rendered[rendered.index(marker) + len(marker) :]
-            specials = sorted(
-                ((after.find(tok), tok) for tok in added if tok and after.find(tok) >= 0),
-                key=lambda pair: (pair[0], -len(pair[1])),
-            )
-            if specials:
-                add(added[specials[0][1]])
-        except Exception:  # a template without an assistant turn: keep the EOS ids
-            pass
-        if not ids:
-            raise ValueError("the tokenizer defines no EOS or end-of-turn token to stop on")
-        return tuple(ids)
+        except Exception:  # a template without an assistant turn
+            return None
+        after = rendered[rendered.index(marker) + len(marker) :] if marker in rendered else ""
+        specials = sorted(
+            ((after.find(tok), tok) for tok in added if tok and after.find(tok) >= 0),
+            key=lambda pair: (pair[0], -len(pair[1])),
+        )
+        return int(added[specials[0][1]]) if specials else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -1045,6 +1057,26 @@ def apply_adapter(model: Any, adapter: str | Path, *, merge: bool = False) -> An
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     model = PeftModel.from_pretrained(model, str(last))
     return model.merge_and_unload() if merge else model
+
+
+def _split_adapter_folder(path: str) -> tuple[str, str | None]:
+    """``(base, adapter)`` when ``path`` is an adapter folder (``hf:RUN/sepo/checkpoint-N``)
+    rather than a model: its base is the one ``adapter_config.json`` names, and the adapter
+    goes through :func:`apply_adapter`, so adapters it was trained on top of are merged
+    first (transformers' own loading of an adapter folder would skip them)."""
+    import json
+
+    folder = Path(path).expanduser()
+    config = folder / "adapter_config.json"
+    if not config.is_file() or (folder / "config.json").is_file():
+        return path, None
+    try:
+        base = json.loads(config.read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError, TypeError):
+        base = None
+    if not isinstance(base, str) or not base:
+        raise OSError(f"{config} names no base model; pass hf:BASE --adapter {path}")
+    return base, str(folder)
 
 
 def _cache_keyword(model: Any) -> str:

@@ -280,6 +280,7 @@ class SEPORollout:
 
 
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sepo.policies.local import apply_adapter
@@ -289,8 +290,12 @@ def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
     # SFT saves the tokenizer beside its adapter; an adapter made elsewhere may lack it.
     has_tokenizer = settings.adapter and (Path(settings.adapter) / "tokenizer_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(settings.adapter if has_tokenizer else path)
-    model = AutoModelForCausalLM.from_pretrained(path)
     use_lora = settings.lora if settings.lora is not None else is_hf
+    # As in SFT: bf16 weights for LoRA on a bf16 GPU; full fine-tuning keeps fp32 master
+    # weights (AdamW's small updates would round away in bf16).
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 and use_lora else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if settings.adapter:
         # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
         model = apply_adapter(model, settings.adapter, merge=True)
@@ -336,6 +341,13 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         raise ValueError(
             f"{per_step} episodes per step do not split over {world} processes; "
             "change group_size or the number of processes"
+        )
+    if world > 1 and settings.penalty in ("shared", "credited_mean", "auxiliary"):
+        # Rewards are computed on each process from its own share of the step's episodes.
+        raise ValueError(
+            f"penalty {settings.penalty!r} measures the whole step's episodes, but each of "
+            f"the {world} processes sees only its share; use credited or reward_only with "
+            "several processes, or run this variant in one process"
         )
     accumulation = micro_batches(per_step // world, settings.micro_batch_size)
     config = GRPOConfig(
@@ -451,7 +463,8 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(out / "final"))
-    if settings.adapter and (out / "final" / "adapter_config.json").exists():
+    final_adapter = (out / "final" / "adapter_config.json").exists()
+    if settings.adapter and final_adapter and trainer.is_world_process_zero():
         from sepo.policies.local import write_adapter_base
 
         write_adapter_base(out / "final", [settings.adapter])

@@ -32,6 +32,7 @@ from typing import Any
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.objective import PenaltyVariant, ScaleVariant
+from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
 from sepo.train.sft import SFTError, library_versions
@@ -102,7 +103,7 @@ class TrainSettings:
         """:attr:`temperature`, resolved for the model kind."""
         if self.temperature is not None:
             return self.temperature
-        return 0.8 if self.model.startswith("hf:") else 1.0
+        return training_temperature(self.model)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

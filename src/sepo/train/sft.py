@@ -458,6 +458,30 @@ class PreparedSFT:
     """``time.perf_counter()`` when preparation began."""
 
 
+def use_training_template(tokenizer: Any, source: str) -> None:
+    """Give ``tokenizer`` TRL's training version of its chat template when it needs one.
+
+    Loss on assistant turns only needs ``{% generation %}`` markers, and SEPO-GRPO needs a
+    template that renders earlier turns the same way as the conversation grows (Qwen3's
+    drops earlier ``<think>`` blocks; TRL's training version keeps them). The training
+    template is saved with the SFT output, so SFT, rollouts and evaluation all read the
+    same rendering. A template TRL cannot patch is a one-line error.
+    """
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        template = get_training_chat_template(tokenizer)
+    except ValueError as exc:
+        raise ModelSpecError(
+            f"{source}: its chat template has no {{% generation %}} markers and TRL cannot "
+            f"add them ({str(exc).splitlines()[0]}); add the markers around the assistant "
+            "content in the model's chat_template.jinja, or use a model whose template TRL "
+            "knows (Qwen2.5/Qwen3, Gemma, Llama 3, Phi-3, ...)"
+        ) from None
+    if template is not None:
+        tokenizer.chat_template = template
+
+
 def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     """Check the inputs, build or load the model, load the data, build the trainer.
 
@@ -490,6 +514,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         raise ModelSpecError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelSpecError(f"{source} has no chat template; SFT needs a chat model")
+    use_training_template(tokenizer, source)
 
     ds = load_conversations(s.data, tokenizer)
     episodes = ds["train"]

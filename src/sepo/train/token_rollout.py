@@ -72,11 +72,19 @@ class TokenTrackingPolicy:
         prev = self.local.render_prompt(messages[:-1], add_generation_prompt=False)
         full = self.local.render_prompt(messages, add_generation_prompt=True)
         cut = len(prev)
-        # Our sequence ends at the generated end-of-turn token; anything the template
-        # writes after it (e.g. a newline) belongs to the environment's tokens.
-        ends = [prev.rfind(t) + len(t) for t in self._stop_texts if t and prev.rfind(t) >= 0]
-        if ends:
-            cut = max(ends)
+        # Our sequence ends at the generated end-of-turn token: the first stop token after
+        # the last answer. Anything the template writes after it (a newline; Phi-3's
+        # trailing <|endoftext|>) belongs to the environment's tokens.
+        answer = str(messages[-2]["content"]).strip() if len(messages) >= 2 else ""
+        if answer and answer in prev:
+            start = prev.rfind(answer) + len(answer)
+            ends = [prev.find(t, start) + len(t) for t in self._stop_texts if t in prev[start:]]
+            if ends:
+                cut = min(ends)
+        else:  # the template rewrote the answer: take the last stop token
+            ends = [prev.rfind(t) + len(t) for t in self._stop_texts if t and t in prev]
+            if ends:
+                cut = max(ends)
         if not full.startswith(prev[:cut]):
             raise TemplateNotPrefixStable(
                 "the chat template rewrites earlier turns, so multi-turn token sequences "
@@ -110,7 +118,7 @@ class TokenTrackingPolicy:
             seq.extend(gen.completion_ids, mask=1, logprobs=gen.logprobs)
             seq.generated += len(gen.completion_ids)
             if not gen.finished:  # close the cut answer so the conversation can go on
-                seq.extend([self.local.stop_ids[0]], mask=0)
+                seq.extend([self.local.end_of_turn_id], mask=0)
             texts.append(gen.text)
         return texts
 
