@@ -193,14 +193,36 @@ def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> 
 
     with pytest.raises(TemplateNotPrefixStable):
         play()
-    use_training_template(tokenizer, "qwen3")
+    assert use_training_template(tokenizer)
     assert "generation" in tokenizer.chat_template
     play()
 
 
-def test_sft_refuses_a_template_trl_cannot_patch(tmp_path: Path) -> None:
-    from sepo.train.sft import ModelSpecError, use_training_template
+def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
+    tmp_path: Path,
+) -> None:
+    """Llama 3.2's template has no {% generation %} markers and TRL cannot add them: SFT
+    tokenises the episodes itself, with a mask on exactly the answers and their
+    end-of-turn tokens, and trains on it."""
+    from sepo.train.sft import assistant_token_masks, use_training_template
 
-    _, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "llama3_2")
-    with pytest.raises(ModelSpecError, match="generation"):
-        use_training_template(tokenizer, "llama-3.2")
+    model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 8), "llama3_2")
+    assert not use_training_template(tokenizer)
+    messages = [
+        {"role": "user", "content": "Hand 1. Your card: K."},
+        {"role": "assistant", "content": "K is the best card.\nBET"},
+        {"role": "user", "content": "Opponent called."},
+        {"role": "assistant", "content": "Showdown.\nPASS"},
+    ]
+    row = assistant_token_masks(tokenizer, messages)
+    trained = [t for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True) if m]
+    assert tokenizer.decode(trained) == (
+        "K is the best card.\nBET<|eot_id|>Showdown.\nPASS<|eot_id|>"
+    )
+    folder = tmp_path / "llama32"
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    result = _short_sft(
+        tmp_path, f"hf:{folder}", max_steps=2, per_device_batch_size=2, grad_accum=1, eval_limit=2
+    )
+    assert result.steps == 2 and result.train_loss_last == result.train_loss_last  # not NaN

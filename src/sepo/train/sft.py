@@ -5,7 +5,10 @@ The model learns to answer like the rule-based demonstrators of ``sepo data sft`
 conversation, and the loss covers the assistant turns only
 (``SFTConfig(assistant_only_loss=True)``, which reads the chat template's
 ``{% generation %}`` markers), each answer's closing end-of-turn token included, so the
-model also learns to stop. Nothing here re-implements what TRL, transformers or PEFT
+model also learns to stop. Templates without the markers get TRL's training version
+(saved with the output, so rollouts render the same way); for templates TRL cannot patch
+(Llama 3.1/3.2, Mistral, ...) this module tokenises the episodes itself, with a mask on
+the answers (:func:`assistant_token_masks`). Nothing here re-implements what TRL, transformers or PEFT
 already do: this module resolves a model spec, loads the dataset, fills in an
 ``SFTConfig`` from one typed :class:`SFTSettings`, trains, evaluates and saves.
 
@@ -458,28 +461,64 @@ class PreparedSFT:
     """``time.perf_counter()`` when preparation began."""
 
 
-def use_training_template(tokenizer: Any, source: str) -> None:
-    """Give ``tokenizer`` TRL's training version of its chat template when it needs one.
+def use_training_template(tokenizer: Any) -> bool:
+    """Give ``tokenizer`` TRL's training version of its chat template when it needs one;
+    False when TRL cannot patch this template (SFT then marks the assistant's tokens
+    itself, :func:`assistant_token_masks`).
 
     Loss on assistant turns only needs ``{% generation %}`` markers, and SEPO-GRPO needs a
     template that renders earlier turns the same way as the conversation grows (Qwen3's
     drops earlier ``<think>`` blocks; TRL's training version keeps them). The training
     template is saved with the SFT output, so SFT, rollouts and evaluation all read the
-    same rendering. A template TRL cannot patch is a one-line error.
+    same rendering.
     """
     from trl.chat_template_utils import get_training_chat_template
 
     try:
         template = get_training_chat_template(tokenizer)
-    except ValueError as exc:
-        raise ModelSpecError(
-            f"{source}: its chat template has no {{% generation %}} markers and TRL cannot "
-            f"add them ({str(exc).splitlines()[0]}); add the markers around the assistant "
-            "content in the model's chat_template.jinja, or use a model whose template TRL "
-            "knows (Qwen2.5/Qwen3, Gemma, Llama 3, Phi-3, ...)"
-        ) from None
+    except ValueError:  # a template TRL does not know (Llama 3.1/3.2, Mistral, ...)
+        return False
     if template is not None:
         tokenizer.chat_template = template
+    return True
+
+
+def assistant_token_masks(tokenizer: Any, messages: Sequence[Message]) -> dict[str, list[int]]:
+    """The conversation's tokens and a mask that is 1 on the assistant's answers and
+    their end-of-turn tokens, for templates without ``{% generation %}`` markers.
+
+    Each answer spans the characters between the rendering of the conversation up to its
+    generation prompt and the rendering up to and including the answer. That needs a
+    template whose renderings extend each other (SEPO-GRPO needs the same); one that
+    rewrites earlier turns is a one-line error.
+    """
+    conversation = [dict(m) for m in messages]
+
+    def render(upto: int, prompt: bool = False) -> str:
+        return str(
+            tokenizer.apply_chat_template(
+                conversation[:upto], tokenize=False, add_generation_prompt=prompt
+            )
+        )
+
+    full = render(len(conversation))
+    spans = []
+    for i, message in enumerate(conversation):
+        if message["role"] != "assistant":
+            continue
+        before, through = render(i, prompt=True), render(i + 1)
+        if not (through.startswith(before) and full.startswith(through)):
+            raise ModelSpecError(
+                "the chat template rewrites earlier turns as the conversation grows, so "
+                "multi-turn episodes cannot be trained as one token sequence"
+            )
+        spans.append((len(before), len(through)))
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    masks = [
+        int(any(lo <= a and b <= hi for lo, hi in spans) and b > a)
+        for a, b in encoded["offset_mapping"]
+    ]
+    return {"input_ids": list(encoded["input_ids"]), "assistant_masks": masks}
 
 
 def prepare_sft(settings: SFTSettings) -> PreparedSFT:
@@ -514,7 +553,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         raise ModelSpecError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelSpecError(f"{source} has no chat template; SFT needs a chat model")
-    use_training_template(tokenizer, source)
+    trl_masks = use_training_template(tokenizer)
 
     ds = load_conversations(s.data, tokenizer)
     episodes = ds["train"]
@@ -526,6 +565,14 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     eval_set = ds["validation"] if "validation" in files else None
     if eval_set is not None and s.eval_limit is not None:
         eval_set = eval_set.select(range(min(s.eval_limit, len(eval_set))))
+    if not trl_masks:  # tokenise here, with our own assistant masks
+
+        def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
+            return assistant_token_masks(tokenizer, example["messages"])
+
+        train_set = train_set.map(tokenize, remove_columns=train_set.column_names)
+        if eval_set is not None:
+            eval_set = eval_set.map(tokenize, remove_columns=eval_set.column_names)
 
     report = [] if s.report_to == "none" else [s.report_to]
     callbacks = []
@@ -562,7 +609,8 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         bf16=bf16,
         fp16=False,
         **checkpointing_option(trl.SFTConfig, bool(s.gradient_checkpointing)),
-        assistant_only_loss=True,
+        # Pre-tokenised data carries its own assistant_masks, which TRL applies as they are.
+        assistant_only_loss=trl_masks,
         max_length=s.max_length,
         packing=False,
         disable_tqdm=False,
