@@ -200,9 +200,9 @@ class LocalModelPolicy:
         self._reuse: bool | None = None
         self._calls = 0
         self._merge_system = False
-        self.stop_ids: tuple[int, ...] = self._find_stop_ids()
-        """Token ids that end an answer (EOS ids and the template's end-of-turn token)."""
         end_of_turn = self._template_end_of_turn()
+        self.stop_ids: tuple[int, ...] = self._find_stop_ids(end_of_turn)
+        """Token ids that end an answer (EOS ids and the template's end-of-turn token)."""
         self.end_of_turn_id: int = end_of_turn if end_of_turn is not None else self.stop_ids[0]
         """The token that closes an answer the way the chat template does (it closes
         answers cut at ``max_new_tokens``): not a document-end EOS that the generation
@@ -791,7 +791,7 @@ class LocalModelPolicy:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return [*ids, self.end_of_turn_id] if end_turn else ids
 
-    def _find_stop_ids(self) -> tuple[int, ...]:
+    def _find_stop_ids(self, end_of_turn: int | None) -> tuple[int, ...]:
         """EOS ids of the generation config and tokenizer, known end-of-turn tokens, and the
         first added token the template writes after an assistant answer."""
         ids: list[int] = []
@@ -810,7 +810,7 @@ class LocalModelPolicy:
         for token in _KNOWN_END_OF_TURN:
             if token in added:
                 add(added[token])
-        add(self._template_end_of_turn())
+        add(end_of_turn)
         if not ids:
             raise ValueError("the tokenizer defines no EOS or end-of-turn token to stop on")
         return tuple(ids)
