@@ -52,9 +52,11 @@ class UsageError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sepo.policies.resolve import PolicySpecError
     from sepo.train.sft import SFTError
+    from sepo.train.token_rollout import TemplateNotPrefixStable
 
     return (
         SFTError,
+        TemplateNotPrefixStable,
         UsageError,
         UnknownGameError,
         StrategyError,
