@@ -423,3 +423,49 @@ def test_preallocated_cache_holds_what_a_dynamic_cache_holds(model_dir: Path) ->
         got = ours.update(k, v, layer)
         assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
     assert ours.get_seq_length() == 9
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_results(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device out-of-memory error in generation or scoring retries the chunk in halves
+    (and remembers the smaller size); greedy answers and scores are those of an
+    unconstrained run. Other errors are not swallowed."""
+    messages = [r.messages for r in REQUESTS]
+    answers = [["COOPERATE", "DEFECT"]] * len(messages)
+    reference = LocalModelPolicy.load(
+        str(model_dir), device="cpu", sampling=SamplingConfig(temperature=0.0, max_new_tokens=6)
+    )
+    want_text = [g.text for g in reference.generate_tokens(messages)]
+    want_scores = reference.score_continuations(messages, answers)
+
+    policy = LocalModelPolicy.load(
+        str(model_dir), device="cpu", sampling=SamplingConfig(temperature=0.0, max_new_tokens=6)
+    )
+    original_generate, original_forward = policy._generate_chunk, policy._forward_last
+
+    def generate(prompts: Any, *args: Any) -> Any:
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original_generate(prompts, *args)
+
+    def forward(input_ids: Any, *args: Any) -> Any:
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original_forward(input_ids, *args)
+
+    monkeypatch.setattr(policy, "_generate_chunk", generate)
+    assert [g.text for g in policy.generate_tokens(messages)] == want_text
+    assert policy.max_batch_size == 2
+    monkeypatch.setattr(policy, "_forward_last", forward)
+    got_scores = policy.score_continuations(messages, answers)
+    assert policy.max_batch_size == 1
+    for got, want in zip(got_scores, want_scores, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(policy, "_generate_chunk", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        policy.generate_tokens(messages)

@@ -44,10 +44,11 @@ Run it by hand (after ``pip install -e '.[train]'``)::
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import random
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ from sepo.rollout.protocol import (
     Recovery,
     SamplingConfig,
 )
+
+_log = logging.getLogger(__name__)
 
 _KNOWN_END_OF_TURN = (
     "<|end|>",
@@ -91,12 +94,6 @@ class TokenGeneration:
     """The completion decoded with special tokens skipped."""
     finished: bool
     """Whether the answer ended with a stop token (``False``: cut at ``max_new_tokens``)."""
-
-
-def _chunks(n: int, size: int | None) -> Iterator[range]:
-    step = n if size is None or size <= 0 else size
-    for start in range(0, n, max(step, 1)):
-        yield range(start, min(start + step, n))
 
 
 def merge_system_message(messages: Sequence[Message]) -> list[Message]:
@@ -354,12 +351,40 @@ class LocalModelPolicy:
         cfg = sampling if sampling is not None else self.sampling
         prompts = [list(p) for p in prompt_ids_batch]
         results: list[TokenGeneration] = []
-        for chunk in _chunks(len(prompts), self.max_batch_size):
+
+        def run(chunk: range) -> None:
             chunk_keys = [keys[i] for i in chunk] if keys is not None else None
             results.extend(
                 self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs, chunk_keys)
             )
+
+        self._run_in_chunks(len(prompts), None, run)
         return results
+
+    def _run_in_chunks(self, n: int, default: int | None, run: Callable[[range], None]) -> None:
+        """``run`` over consecutive chunks of ``range(n)`` of at most ``max_batch_size``
+        (else ``default``; ``None``: all at once) items. When the device runs out of
+        memory, the chunk is halved and retried and the smaller size is kept as
+        ``max_batch_size``; at one item, the kept conversation caches are dropped (they
+        are recomputed when needed) before a last try."""
+        start, size = 0, self.max_batch_size or default or n
+        dropped_caches = False
+        while start < n:
+            chunk = range(start, min(start + size, n))
+            try:
+                run(chunk)
+            except Exception as exc:
+                if not _is_out_of_memory(exc) or (len(chunk) == 1 and dropped_caches):
+                    raise
+                _free_device_memory()
+                if len(chunk) == 1:
+                    self.forget()
+                    dropped_caches = True
+                size = max(1, len(chunk) // 2)
+                self.max_batch_size = size
+                _log.warning("out of device memory: retrying with batches of %d", size)
+                continue
+            start = chunk.stop
 
     def forget(self, keys: Sequence[Hashable] | None = None) -> None:
         """Drop cached conversations (all of them when ``keys`` is None)."""
@@ -663,8 +688,8 @@ class LocalModelPolicy:
         fed = [len(p) + len(c) - len(prefixes[i][0]) for i, (p, c) in enumerate(pairs)]
         order = sorted(range(len(pairs)), key=lambda i: fed[i])
         device = self._device()
-        # Scoring rows carry a stacked copy of their cache: cap a pass at 64 rows.
-        for chunk in _chunks(len(order), self.max_batch_size or 64):
+
+        def score(chunk: range) -> None:
             idx = [order[i] for i in chunk]
             # Layout as in generation: [pad][cached tokens][pad][fed tokens], every row
             # ending at the last column; only the fed part goes through the model.
@@ -700,6 +725,9 @@ class LocalModelPolicy:
                 results[i] = [float(v) for v in values.squeeze(-1).tolist()]
             self.stats.add("local/scored_sequences", len(seqs))
             self.stats.add("local/scored_tokens", sum(len(seq) for seq in seqs))
+
+        # Scoring rows carry a stacked copy of their cache: cap a pass at 64 rows.
+        self._run_in_chunks(len(order), 64, score)
         return results
 
     def _forward_last(
@@ -1077,6 +1105,26 @@ def _split_adapter_folder(path: str) -> tuple[str, str | None]:
     if not isinstance(base, str) or not base:
         raise OSError(f"{config} names no base model; pass hf:BASE --adapter {path}")
     return base, str(folder)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """A device allocation failure (CUDA's ``OutOfMemoryError``, MPS's RuntimeError)."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(exc, oom) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _cache_keyword(model: Any) -> str:
