@@ -241,10 +241,7 @@ class LocalModelPolicy:
         torch_dtype = _resolve_dtype(dtype, resolved_device)
         if adapter is None:
             path_or_id, adapter = _split_adapter_folder(path_or_id)
-        tokenizer_source = path_or_id
-        if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists():
-            tokenizer_source = adapter
-        tokenizer = _from_pretrained(AutoTokenizer, tokenizer_source)
+        tokenizer = _from_pretrained(AutoTokenizer, tokenizer_source(path_or_id, adapter))
         model = _from_pretrained(AutoModelForCausalLM, path_or_id, dtype=torch_dtype)
         if adapter is not None:
             model = apply_adapter(model, adapter)
@@ -1023,6 +1020,15 @@ def _resolve_dtype(dtype: str | None, device: str) -> Any:
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def tokenizer_source(path_or_id: str, adapter: str | None) -> str:
+    """Where a model's tokenizer comes from: the adapter folder when it holds one (SFT
+    saves the tokenizer, with the chat template it trained on, beside its adapter), else
+    the base model."""
+    if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists():
+        return adapter
+    return path_or_id
 
 
 ADAPTER_BASE_FILE = "sepo_adapter_base.json"

@@ -280,22 +280,16 @@ class SEPORollout:
 
 
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sepo.policies.local import apply_adapter
+    from sepo.policies.local import apply_adapter, tokenizer_source
+    from sepo.train.sft import weights_dtype
 
     path = settings.init.removeprefix("hf:").removeprefix("tiny:")
     is_hf = settings.init.startswith("hf:")
-    # SFT saves the tokenizer beside its adapter; an adapter made elsewhere may lack it.
-    has_tokenizer = settings.adapter and (Path(settings.adapter) / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(settings.adapter if has_tokenizer else path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(path, settings.adapter))
     use_lora = settings.lora if settings.lora is not None else is_hf
-    # As in SFT: bf16 weights for LoRA on a bf16 GPU; full fine-tuning keeps fp32 master
-    # weights (AdamW's small updates would round away in bf16).
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    dtype = torch.bfloat16 if bf16 and use_lora else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(use_lora))
     if settings.adapter:
         # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
         model = apply_adapter(model, settings.adapter, merge=True)
@@ -322,7 +316,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from sepo.train.sft import checkpointing_option
+    from sepo.train.sft import bf16_training, checkpointing_option
 
     slots = training_slots(settings)
     rows = [
@@ -374,7 +368,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         seed=settings.seed,
         data_seed=settings.seed,
         use_cpu=not cuda,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        bf16=bf16_training(),
         max_grad_norm=settings.max_grad_norm,
         dataloader_num_workers=0,
         # Activation checkpointing saves memory on real models and only costs time on the tiny one.
@@ -414,15 +408,23 @@ def _adapter_base_recorder(sft_adapter: str) -> Any:
     the SFT adapter first (:func:`sepo.policies.local.adapter_chain`)."""
     from transformers import TrainerCallback
 
-    from sepo.policies.local import write_adapter_base
-
     class AdapterBaseRecorder(TrainerCallback):  # type: ignore[misc]
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and (folder / "adapter_config.json").exists():
-                write_adapter_base(folder, [sft_adapter])
+            if state.is_world_process_zero:
+                _mark_sft_base(
+                    Path(args.output_dir) / f"checkpoint-{state.global_step}", sft_adapter
+                )
 
     return AdapterBaseRecorder()
+
+
+def _mark_sft_base(folder: Path, sft_adapter: str) -> None:
+    """Record in a saved LoRA adapter ``folder`` that it was trained on base + the merged
+    ``sft_adapter`` (nothing for a full model folder)."""
+    from sepo.policies.local import write_adapter_base
+
+    if (folder / "adapter_config.json").exists():
+        write_adapter_base(folder, [sft_adapter])
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -463,11 +465,8 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(out / "final"))
-    final_adapter = (out / "final" / "adapter_config.json").exists()
-    if settings.adapter and final_adapter and trainer.is_world_process_zero():
-        from sepo.policies.local import write_adapter_base
-
-        write_adapter_base(out / "final", [settings.adapter])
+    if settings.adapter and trainer.is_world_process_zero():
+        _mark_sft_base(out / "final", settings.adapter)
     return out
 
 

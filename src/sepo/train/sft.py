@@ -544,10 +544,10 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     if source is None:
         source = str(_build_base_model(s.out / BASE_MODEL_DIR, s.seed))
     cuda = torch.cuda.is_available()
-    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    bf16 = bf16_training()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-        dtype = torch.bfloat16 if bf16 and s.lora else torch.float32
+        dtype = weights_dtype(bool(s.lora))
         model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as exc:
         raise ModelSpecError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
@@ -758,6 +758,22 @@ def _lora_config(s: SFTSettings) -> Any:
 def _read_card(data: Path) -> Any:
     card = data / "card.json"
     return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else None
+
+
+def bf16_training() -> bool:
+    """Mixed-precision bf16 training: on a GPU that supports it (SFT and GRPO alike)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def weights_dtype(lora: bool) -> Any:
+    """The dtype to load trained weights in: bf16 for LoRA on a bf16 GPU (the base stays
+    frozen); fp32 otherwise, so full fine-tuning keeps fp32 master weights (AdamW's small
+    updates would round away in bf16)."""
+    import torch
+
+    return torch.bfloat16 if lora and bf16_training() else torch.float32
 
 
 def checkpointing_option(config_class: type, enabled: bool) -> dict[str, bool]:
