@@ -19,6 +19,17 @@ Each variant is maximised from 16 random starts (scipy's Powell, bounded); the b
 reported. Run (scipy comes with the ``dev`` extra's open-spiel)::
 
     python scripts/kuhn_objective_optimum.py [--hands 6] [--starts 16]
+
+With ``--from STRATEGY.json`` (for instance the SFT policy's strategy, written by
+``sepo exploitability --policy tiny:RUN/sft --save-strategy FILE``) it instead follows
+each variant's exact gradient from that strategy and prints the exploitability along
+the way: plain gradient ascent on the 12 logits of the behavioural probabilities, with
+``--beta`` times a KL penalty to the start (the sum over information sets of the
+Bernoulli KL, unweighted by how often each set is reached). It is the idealised run,
+a tabular policy with noise-free gradients, so it shows where an objective leads from a
+given start and how far a KL anchor holds it, not how fast a language model gets there::
+
+    python scripts/kuhn_objective_optimum.py --from sft.json [--beta 0.2] [--steps 200]
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import numpy as np
 
 from sepo.exact.kuhn import (
     KuhnStrategy,
+    KuhnStrategyError,
     best_responder,
     episode_advantage_penalty,
     exploitability,
@@ -91,14 +103,67 @@ def maximise(f: Callable[[KuhnStrategy], float], starts: int, seed: int) -> Kuhn
     return _strategy(best_x)
 
 
+def gradient_path(
+    f: Callable[[KuhnStrategy], float],
+    start: KuhnStrategy,
+    *,
+    beta: float,
+    lr: float,
+    steps: int,
+    every: int,
+) -> list[float]:
+    """Exploitability every ``every`` steps of gradient ascent on ``f - beta * KL(start)``
+    over the logits of the 12 probabilities (forward differences, step 1e-5)."""
+    p0 = np.clip(np.array(start.vector), 1e-3, 1 - 1e-3)
+
+    def strategy(z: np.ndarray) -> KuhnStrategy:
+        return KuhnStrategy.from_vector(list(1.0 / (1.0 + np.exp(-z))))
+
+    def value(z: np.ndarray) -> float:
+        p = 1.0 / (1.0 + np.exp(-z))
+        kl = np.sum(p * np.log(p / p0) + (1 - p) * np.log((1 - p) / (1 - p0)))
+        return f(strategy(z)) - beta * float(kl)
+
+    z = np.log(p0 / (1 - p0))
+    path = []
+    for t in range(steps + 1):
+        if t % every == 0:
+            path.append(exploitability(strategy(z)).exploitability)
+        base, grad = value(z), np.zeros_like(z)
+        for i in range(len(z)):
+            bumped = z.copy()
+            bumped[i] += 1e-5
+            grad[i] = (value(bumped) - base) / 1e-5
+        z = np.clip(z + lr * grad, -12.0, 12.0)  # probabilities within about 6e-6 of 0 or 1
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hands", type=int, default=6, help="hands per training episode")
     parser.add_argument("--starts", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from", dest="start", help="follow the gradient from this strategy")
+    parser.add_argument("--beta", type=float, default=0.2, help="KL weight (with --from)")
+    parser.add_argument("--lr", type=float, default=2.0, help="step size (with --from)")
+    parser.add_argument("--steps", type=int, default=200, help="steps (with --from)")
     args = parser.parse_args()
-    if args.hands < 1 or args.starts < 1:
-        raise SystemExit("error: --hands and --starts must be at least 1")
+    if args.hands < 1 or args.starts < 1 or args.steps < 10:
+        raise SystemExit("error: --hands and --starts must be at least 1, --steps at least 10")
+    if args.start is not None:
+        try:
+            start = KuhnStrategy.from_json(args.start)
+        except KuhnStrategyError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        every = args.steps // 10
+        print(f"Kuhn, {args.hands}-hand episodes, from {args.start}, beta {args.beta}")
+        print(f"exact exploitability every {every} steps of exact gradient ascent:")
+        for name, f in objectives(args.hands).items():
+            path = gradient_path(
+                f, start, beta=args.beta, lr=args.lr, steps=args.steps, every=every
+            )
+            print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
+        return
     print(f"Kuhn, {args.hands}-hand episodes, best of {args.starts} starts")
     print("| variant | expected reward at the optimum | exact exploitability | strategy |")
     print("|---|---|---|---|")

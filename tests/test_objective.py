@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,25 +164,45 @@ def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
         assert t.externality == c.externality
 
 
-def test_kuhn_credited_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
-    """The exact expected rewards of ``scripts/kuhn_objective_optimum.py``: the clipped
-    per-episode exploit term of ``credited`` ranks a strategy with exploitability 0.111
-    (Nash α = 0, but calling every bet with Q) above the equilibrium it came from, while
-    ``credited_mean`` (SPEC §4's e) ranks the equilibrium first."""
+def _optimum_script() -> Any:
     import importlib.util
     from pathlib import Path
-
-    from sepo.exact.kuhn import KuhnStrategy, exploitability
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "kuhn_objective_optimum.py"
     spec = importlib.util.spec_from_file_location("kuhn_objective_optimum", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    f = module.objectives(6)
+    return module
+
+
+def test_kuhn_credited_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
+    """The exact expected rewards of ``scripts/kuhn_objective_optimum.py``: the clipped
+    per-episode exploit term of ``credited`` ranks a strategy with exploitability 0.111
+    (Nash α = 0, but calling every bet with Q) above the equilibrium it came from, while
+    ``credited_mean`` (SPEC §4's e) ranks the equilibrium first."""
+    from sepo.exact.kuhn import KuhnStrategy, exploitability
+
+    f = _optimum_script().objectives(6)
     nash = KuhnStrategy.nash(0.0)
     calls_q = KuhnStrategy.from_dict({**nash.to_dict(), "Qb": 1.0, "Qpb": 1.0})
     assert exploitability(nash).exploitability == pytest.approx(0.0, abs=1e-12)
     assert exploitability(calls_q).exploitability == pytest.approx(1 / 9, abs=1e-3)
     assert f["credited"](calls_q) > f["credited"](nash) + 0.005
     assert f["credited_mean"](nash) > f["credited_mean"](calls_q) + 0.005
+
+
+def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
+    """``kuhn_objective_optimum.py --from``: exact gradient ascent on ``credited_mean``
+    from the uniform strategy (exploitability 11/24) ends near an equilibrium, and a KL
+    anchor to the start holds the path back."""
+    from sepo.exact.kuhn import KuhnStrategy
+
+    module = _optimum_script()
+    f = module.objectives(6)["credited_mean"]
+    uniform = KuhnStrategy.from_vector([0.5] * 12)
+    free = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=60, every=20)
+    anchored = module.gradient_path(f, uniform, beta=1.0, lr=2.0, steps=60, every=20)
+    assert free[0] == pytest.approx(11 / 24)
+    assert free[-1] < 0.05
+    assert anchored[-1] > free[-1] + 0.05

@@ -117,6 +117,47 @@ def test_short_sft_run_lowers_loss_and_changes_parameters(tmp_path: Path) -> Non
     assert len(gen.completion_ids) >= 1
 
 
+def test_tiny_schedule_holds_the_peak_rate_then_decays_over_the_last_quarter(
+    tmp_path: Path,
+) -> None:
+    """The tiny recipe's warmup-stable-decay schedule: our count of the optimizer steps
+    (which sizes the decay) agrees with the trainer's, so the rate stays at its peak
+    until the decay (here over the last quarter, so that a short run shows it) and
+    reaches about 0 at the last step."""
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from sepo.train.sft import TINY_DEFAULTS, SFTSettings, prepare_sft
+
+    base = _base_and_data(tmp_path, "kuhn", 12)
+    prepared = prepare_sft(
+        SFTSettings(
+            data=tmp_path / "data",
+            out=tmp_path / "sft",
+            model=f"tiny:{base}",
+            report_to="none",
+            logging_steps=1,
+            eval_each_epoch=False,
+            # short conversations, so that many steps run in seconds
+            prefix_curriculum=((1, 8.0),),
+            epochs=0.5,
+            per_device_batch_size=4,
+            grad_accum=1,
+            decay_ratio=0.25,
+        )
+    )
+    assert TINY_DEFAULTS.lr_scheduler == "warmup_stable_decay" and TINY_DEFAULTS.decay_ratio > 0
+    prepared.trainer.train()
+    rates = [h["learning_rate"] for h in prepared.trainer.state.log_history if "learning_rate" in h]
+    steps = prepared.trainer.state.global_step
+    assert len(rates) == steps >= 16
+    peak = TINY_DEFAULTS.learning_rate
+    # The decay's first step still runs at the peak (cosine at 0), the others below it.
+    decaying = [r for r in rates[steps // 4 :] if r < peak * (1 - 1e-9)]
+    assert len(decaying) + 1 == pytest.approx(0.25 * steps, abs=1.0)
+    assert rates[: steps // 2] and max(rates[: steps // 2]) == pytest.approx(peak)
+    assert rates[-1] < 0.1 * peak
+
+
 def test_lora_sft_through_the_generic_transformers_path(tmp_path: Path) -> None:
     """``--model hf:PATH --lora`` (the real-model recipe) on the tiny model: only the
     adapter trains, the base weights are untouched, and ``hf:BASE --adapter OUT`` plays."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -132,11 +133,16 @@ class SFTSettings:
     ``TINY_DEFAULTS``)."""
     lr_scheduler: str | None = None
     """transformers ``lr_scheduler_type`` (paper, hf: cosine; tiny:
-    constant_with_warmup, because a cosine decay leaves the last curriculum stage, the
-    whole episodes, too small a learning rate to adapt)."""
+    warmup_stable_decay: constant after the warm-up, because a cosine decay over the
+    whole run leaves the last curriculum stage, the whole episodes, too small a learning
+    rate to adapt, then a short decay at the end, see ``decay_ratio``)."""
     warmup_ratio: float | None = None
     """Fraction of the steps spent warming the learning rate up linearly (hf: 0.03;
     tiny: 0.05)."""
+    decay_ratio: float | None = None
+    """With ``lr_scheduler="warmup_stable_decay"``: the fraction of the steps, at the
+    end, over which the learning rate decays to 0 (cosine). Ignored by the other
+    schedules (hf: 0; tiny: 0.125, see ``TINY_DEFAULTS``)."""
     adam_beta2: float | None = None
     """AdamW's second-moment decay (hf: 0.999, the transformers default; tiny: 0.95,
     the usual choice for small transformers trained from scratch at a high learning
@@ -202,6 +208,7 @@ class KindDefaults:
     epochs: float
     lr_scheduler: str
     warmup_ratio: float
+    decay_ratio: float
     adam_beta2: float
     per_device_batch_size: int
     grad_accum: int
@@ -215,6 +222,7 @@ HF_DEFAULTS = KindDefaults(
     epochs=3.0,
     lr_scheduler="cosine",
     warmup_ratio=0.03,
+    decay_ratio=0.0,
     adam_beta2=0.999,
     per_device_batch_size=4,
     grad_accum=4,
@@ -228,8 +236,9 @@ HF_DEFAULTS = KindDefaults(
 TINY_DEFAULTS = KindDefaults(
     learning_rate=2e-3,
     epochs=1.5,
-    lr_scheduler="constant_with_warmup",
+    lr_scheduler="warmup_stable_decay",
     warmup_ratio=0.05,
+    decay_ratio=0.125,
     adam_beta2=0.95,
     per_device_batch_size=8,
     grad_accum=2,
@@ -248,10 +257,21 @@ contexts costs a loss spike (positions it has not seen), so the lengths grow in 
 5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
 four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps).
 With ``(1, 5.0), (3, 2.5)`` instead, the model misread the betting history late in
-episodes (14% invalid answers under ``sepo eval``); with this schedule, 0%. The
-learning rate stays constant after a short warm-up (a cosine decay would leave the whole-episode stage too small a step). Each
+episodes (14% invalid answers under ``sepo eval``); with this schedule, 0%. Each
 step accumulates two micro-batches of 8: the same update as one batch of 16 at half
-the activation memory (2.5 GB peak with 16 whole episodes at once)."""
+the activation memory (2.5 GB peak with 16 whole episodes at once).
+
+The learning rate stays at its peak after a short warm-up (a cosine decay over the
+whole run would leave the whole-episode stage too small a step) and decays to 0 over
+the last eighth of the steps, about the whole-episode stage. At a constant rate to the
+end, the model's probabilities wander around the demonstrators' mixed ones: on the
+main job's data (seed 0) the SFT policy's exact exploitability was 0.112, against 0.070
+for the behavioural strategy of the demonstrator mixture itself (the SFT target), with
+the J bluff after a check at 0.11 where the mixture has 0.20. Decaying over the last
+eighth gave 0.072; over the last quarter 0.070 on seed 0 but, on seed 1, a model that
+called bets with J 76% of the time (0.262: the whole-episode stage then runs mostly at
+a reduced rate and the whole-episode loss stays higher, 0.079 against 0.045), where the
+last eighth gave 0.122."""
 
 
 @dataclass(frozen=True)
@@ -597,6 +617,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         learning_rate=s.learning_rate,
         adam_beta2=s.adam_beta2,
         lr_scheduler_type=s.lr_scheduler,
+        lr_scheduler_kwargs=_scheduler_kwargs(s, len(train_set), curriculum),
         warmup_steps=s.warmup_ratio,  # a float below 1 is a fraction of the steps
         logging_steps=s.logging_steps,
         logging_first_step=True,
@@ -712,6 +733,8 @@ def _validate(s: SFTSettings) -> None:
         raise SFTError(f"epochs must be positive, not {s.epochs}")
     if s.warmup_ratio is None or not 0 <= s.warmup_ratio < 1:
         raise SFTError(f"warmup_ratio must be in [0, 1), not {s.warmup_ratio}")
+    if s.decay_ratio is None or not 0 <= s.decay_ratio < 1:
+        raise SFTError(f"decay_ratio must be in [0, 1), not {s.decay_ratio}")
     if s.max_steps is not None and s.max_steps < 1:
         raise SFTError(f"max_steps must be at least 1, not {s.max_steps}")
     if s.max_length is not None and s.max_length < 16:
@@ -725,6 +748,25 @@ def _validate(s: SFTSettings) -> None:
             )
     if not 0 <= s.lora_dropout < 1:
         raise SFTError(f"lora_dropout must be in [0, 1), not {s.lora_dropout}")
+
+
+def optimizer_steps(s: SFTSettings, conversations: int, curriculum: bool) -> int:
+    """Optimizer steps of an SFT run over ``conversations`` training conversations (the
+    whole schedule when ``curriculum``), as the trainer counts them."""
+    if s.max_steps is not None:
+        return s.max_steps
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    batches = math.ceil(conversations / ((s.per_device_batch_size or 1) * world))
+    per_epoch = max(1, math.ceil(batches / (s.grad_accum or 1)))
+    return math.ceil((1.0 if curriculum else (s.epochs or 1.0)) * per_epoch)
+
+
+def _scheduler_kwargs(s: SFTSettings, conversations: int, curriculum: bool) -> dict[str, Any]:
+    """``lr_scheduler_kwargs``: the decay length of a warmup-stable-decay schedule."""
+    if s.lr_scheduler != "warmup_stable_decay":
+        return {}
+    steps = optimizer_steps(s, conversations, curriculum)
+    return {"num_decay_steps": max(1, round((s.decay_ratio or 0.0) * steps))}
 
 
 def _build_base_model(path: Path, seed: int) -> Path:
