@@ -78,14 +78,13 @@ class TrainSettings:
     an earlier version, exploitability 0.112), 20 GRPO steps: exact exploitability 0.088
     at 0.8 and 0.083 at 1.0 (``credited``); 0.100 and 0.070 (``credited_mean``)."""
     learning_rate: float | None = None
-    """GRPO learning rate (``None``: 1e-5, Kuhn 3e-6 for hf models as in the paper; 2e-4
+    """GRPO learning rate (``None``: 1e-5, Kuhn 3e-6 for hf models as in the paper; 1e-4
     for the tiny model, whose full fine-tuning needs larger steps than a LoRA). Measured
-    on the Kuhn main job, 25 steps from the same SFT policy, exact exploitability of the
-    best checkpoint by Safety: from an SFT policy at 0.112, lr 1e-4 0.089, 2e-4 0.083,
-    3e-4 0.106 (the first steps jump, to 0.20 after one step, and the run never
-    recovers); from one at 0.070, 1e-4 0.069 and 2e-4 0.052. The KL term is not what
-    holds the runs back: at β 0.2 it costs about 0.001 a token against advantages of
-    order 1, so the step size sets how far 25 steps get."""
+    on the Kuhn main job, 25 steps, exact exploitability of the best checkpoint by
+    Safety, lr 1e-4 against 2e-4 from the same SFT policy: seed 0 0.064 and 0.065,
+    seed 1 0.159 and 0.206, seed 2 0.100 and 0.119 (3e-4 on seed 0 jumped to 0.20 after
+    one step). The KL term is not what holds the runs back: at β 0.2 it costs about
+    0.001 a token against advantages of order 1; the noise of 24 episodes a step is."""
     beta: float | None = None
     """KL to the SFT policy (``None``: 0.1, Kuhn 0.2)."""
     penalty: PenaltyVariant = "credited"
@@ -128,7 +127,7 @@ def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSetti
     kuhn_only = s.games == ("kuhn",)
     lr = s.learning_rate
     if lr is None:
-        lr = (3e-6 if kuhn_only else 1e-5) if is_hf else 2e-4
+        lr = (3e-6 if kuhn_only else 1e-5) if is_hf else 1e-4
     beta = s.beta if s.beta is not None else (0.2 if kuhn_only else 0.1)
     return GRPOSettings(
         init=init,
