@@ -268,10 +268,12 @@ end, the model's probabilities wander around the demonstrators' mixed ones: on t
 main job's data (seed 0) the SFT policy's exact exploitability was 0.112, against 0.070
 for the behavioural strategy of the demonstrator mixture itself (the SFT target), with
 the J bluff after a check at 0.11 where the mixture has 0.20. Decaying over the last
-eighth gave 0.072; over the last quarter 0.070 on seed 0 but, on seed 1, a model that
-called bets with J 76% of the time (0.262: the whole-episode stage then runs mostly at
-a reduced rate and the whole-episode loss stays higher, 0.079 against 0.045), where the
-last eighth gave 0.122."""
+eighth gave 0.072. Over seeds 0, 1 and 2 (each its own data and initialisation), exact
+exploitability constant-to-the-end 0.112, 0.100, 0.158 (mean 0.123) and with the decay
+0.072, 0.122, 0.083 (mean 0.092); sampled invalid answers 0%, 0.3%, 18% and 1.4%, 0.9%,
+13% (seed 2's model misreads late-episode contexts either way). Decaying over the last
+quarter instead gave 0.070 on seed 0 but, on seed 1, a model that called bets with J
+76% of the time (0.262): the whole-episode stage then runs mostly at a reduced rate."""
 
 
 @dataclass(frozen=True)
