@@ -150,6 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.hands < 1 or args.starts < 1 or args.steps < 10:
         raise SystemExit("error: --hands and --starts must be at least 1, --steps at least 10")
+    if args.beta < 0 or not args.lr > 0:
+        raise SystemExit("error: --beta must be at least 0 and --lr positive")
     if args.start is not None:
         try:
             start = KuhnStrategy.from_json(args.start)
