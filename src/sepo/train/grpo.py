@@ -316,7 +316,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from sepo.train.sft import bf16_training, checkpointing_option
+    from sepo.train.sft import bf16_training, checkpointing_option, world_size
 
     slots = training_slots(settings)
     rows = [
@@ -329,7 +329,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     cuda = torch.cuda.is_available()
     # One group per slot per optimizer step, whatever the number of processes: the step's
     # episodes are split across them (accelerate sets WORLD_SIZE).
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    world = world_size()
     per_step = len(slots) * settings.group_size
     if per_step % world:
         raise ValueError(

@@ -757,8 +757,7 @@ def optimizer_steps(s: SFTSettings, conversations: int, curriculum: bool) -> int
     whole schedule when ``curriculum``), as the trainer counts them."""
     if s.max_steps is not None:
         return s.max_steps
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    batches = math.ceil(conversations / ((s.per_device_batch_size or 1) * world))
+    batches = math.ceil(conversations / ((s.per_device_batch_size or 1) * world_size()))
     per_epoch = max(1, math.ceil(batches / (s.grad_accum or 1)))
     return math.ceil((1.0 if curriculum else (s.epochs or 1.0)) * per_epoch)
 
@@ -802,6 +801,11 @@ def _lora_config(s: SFTSettings) -> Any:
 def _read_card(data: Path) -> Any:
     card = data / "card.json"
     return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else None
+
+
+def world_size() -> int:
+    """Training processes (accelerate and torchrun set ``WORLD_SIZE``; 1 without them)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def bf16_training() -> bool:
