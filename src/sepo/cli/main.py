@@ -297,7 +297,7 @@ def eval_cmd(
 @cli_errors
 def exploitability(
     policy: Annotated[
-        str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR] or hf:PATH")
+        str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR], hf:PATH or openai:…")
     ],
     game: Annotated[str, typer.Option(help="Only kuhn has exact exploitability.")] = "kuhn",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -313,49 +313,97 @@ def exploitability(
             "(default: the training temperature, tiny 1.0, hf 0.8, as in `sepo train`'s summary).",
         ),
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="prompt: the action probabilities a local model assigns at each information "
+            "set of a fresh episode (exact); sampled: frequencies counted over --episodes whole "
+            "episodes against a uniformly random opponent, with 95% intervals (any policy); "
+            "auto: prompt for local models, sampled for the others, the exact strategy for "
+            "scripted ones."
+        ),
+    ] = "auto",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes for --mode sampled.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of --mode sampled.")] = 0,
 ) -> None:
     """Exact exploitability of a Kuhn policy and each seat's best-response value."""
     from sepo.exact.kuhn import exploitability as exact_exploitability
     from sepo.exact.kuhn import format_frequency_table, frequency_table
+    from sepo.policies.extract import (
+        SampledStrategy,
+        exploitability_interval,
+        extract_prompt_strategy,
+        extract_sampled_strategy,
+    )
     from sepo.policies.resolve import is_model_spec, load_policy, training_temperature
+    from sepo.rollout.protocol import SamplingConfig
 
     if game != "kuhn":
         raise UsageError(f"exact exploitability is implemented for kuhn only, not {game!r}")
+    if mode not in ("auto", "prompt", "sampled"):
+        raise UsageError(f"--mode is auto, prompt or sampled, not {mode!r}")
     make_game(game)
-    if is_model_spec(policy):
-        from sepo.policies.extract import extract_kuhn_strategy
-
-        loaded = load_policy(policy, game, adapter=adapter)
-        if temperature is None:
-            temperature = training_temperature(policy)
-        strategy = extract_kuhn_strategy(loaded.policy, temperature=temperature)
+    if save_strategy is not None and save_strategy.exists():
+        raise UsageError(f"{save_strategy} exists; not overwriting it")
+    model = is_model_spec(policy)
+    if model and temperature is None:
+        temperature = training_temperature(policy)
+    sampling = SamplingConfig(temperature=temperature or 1.0, seed=seed)
+    loaded = load_policy(policy, game, adapter=adapter, sampling=sampling)
+    local = hasattr(loaded.policy, "constrained_distributions")
+    if mode == "auto":
+        mode = "prompt" if local or (not model and loaded.strategy is not None) else "sampled"
+    sampled: SampledStrategy | None = None
+    if mode == "sampled":
+        sampled = extract_sampled_strategy(loaded.policy, episodes=episodes, seed=seed)
+        strategy = sampled.strategy
+    elif local:
+        strategy = extract_prompt_strategy(loaded.policy, sampling.temperature)
+    elif loaded.strategy is not None:
+        strategy = loaded.strategy
     else:
-        known = load_policy(policy, game).strategy
-        if known is None:
-            raise UsageError(f"{policy} is not a Kuhn behavioural strategy")
-        strategy = known
+        raise UsageError(
+            f"--mode prompt needs a local model or a Kuhn strategy; use --mode sampled for {policy}"
+        )
     if save_strategy is not None:
-        if save_strategy.exists():
-            raise UsageError(f"{save_strategy} exists; not overwriting it")
         strategy.to_json(save_strategy)
     result = exact_exploitability(strategy)
-    payload = {
+    payload: dict[str, Any] = {
         "policy": policy,
+        "mode": mode,
         "exploitability": result.exploitability,
         "nash_conv": result.nash_conv,
         "br_value_first": result.br_value_first,
         "br_value_second": result.br_value_second,
         "strategy": strategy.to_dict(),
     }
+    interval: tuple[float, float] | None = None
+    if sampled is not None:
+        interval = exploitability_interval(sampled, seed=seed)
+        payload |= {
+            "episodes": sampled.episodes,
+            "exploitability_ci95": list(interval),
+            "counts": sampled.counts,
+            "ci95": {k: list(v) for k, v in sampled.ci95.items()},
+        }
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    console.print(
-        f"[bold]{policy}[/]: exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})"
-    )
+    line = f"exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})"
+    if interval is not None:
+        line += f", 95% bootstrap interval {interval[0]:.4f}-{interval[1]:.4f}"
+    console.print(f"[bold]{policy}[/] ({mode}): {line}")
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
     console.print(format_frequency_table(frequency_table(strategy)), highlight=False)
+    if sampled is not None:
+        console.print(
+            f"sampled from {sampled.episodes} episodes against a uniformly random opponent; "
+            "decisions and 95% Wilson interval per information set:"
+        )
+        for key in sampled.counts:
+            low, high = sampled.ci95[key]
+            console.print(f"  {key:<5}{sampled.counts[key]:>6}  {low:.3f}-{high:.3f}")
 
 
 @app.command()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sepo.core.types import View
-from sepo.exact.kuhn import INFOSETS, KuhnStrategy
+from sepo.exact.kuhn import INFOSETS, KuhnStrategy, exploitability
 from sepo.games import make_game
 from sepo.games.kuhn import action_words
 from sepo.opponents import find_strategy
@@ -90,10 +90,22 @@ def extract_prompt_strategy(
 
 @dataclass(frozen=True)
 class SampledStrategy:
+    """A ``sampled`` strategy with what it was counted from."""
+
     strategy: KuhnStrategy
     counts: dict[str, int]
+    """Decisions seen at each information set."""
     aggressive: dict[str, int]
+    """Of those, how many took the aggressive action (BET or CALL)."""
     ci95: dict[str, tuple[float, float]]
+    """95% Wilson interval of each probability."""
+    per_episode: tuple[tuple[tuple[int, int], ...], ...] = ()
+    """(count, aggressive) at each information set (``INFOSETS`` order), per episode: what
+    :func:`exploitability_interval` resamples."""
+
+    @property
+    def episodes(self) -> int:
+        return len(self.per_episode)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -103,31 +115,87 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes the bound is exactly 0 or 1 (the formula leaves rounding dust).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
+
+
+UNVISITED = 0.5
+"""Probability reported at an information set the sampled episodes never reached."""
+
+
+def _strategy_from_counts(counts: Any, aggressive: Any, name: str) -> KuhnStrategy:
+    probs = {
+        k: float(a) / float(c) if c else UNVISITED
+        for k, c, a in zip(INFOSETS, counts, aggressive, strict=True)
+    }
+    return KuhnStrategy.from_dict(probs, name=name)
 
 
 def extract_sampled_strategy(
     policy: AgentPolicy, episodes: int = 200, seed: int = 0
 ) -> SampledStrategy:
-    """The ``sampled`` strategy of any policy (module docstring)."""
+    """The ``sampled`` strategy of any policy (module docstring): ``episodes`` whole
+    episodes against the uniformly random opponent, seeds ``seed * 100000 + k``."""
+    if episodes < 1:
+        raise ValueError(f"sampled extraction needs at least one episode, not {episodes}")
     game = make_game("kuhn")
     opponent = find_strategy("kuhn", "uniform")
     specs = [EpisodeSpec(game, opponent, "extraction", seed * 100_000 + k) for k in range(episodes)]
-    counts = dict.fromkeys(INFOSETS, 0)
-    aggressive = dict.fromkeys(INFOSETS, 0)
+    index = {k: i for i, k in enumerate(INFOSETS)}
+    per_episode = []
     for ep in run_episodes(specs, policy):
+        row = [[0, 0] for _ in INFOSETS]
         for turn in ep.turns:
-            key = f"{turn.card}{turn.betting}"
-            if key in counts:
-                counts[key] += 1
-                aggressive[key] += int(turn.action in ("BET", "CALL"))
-    probs = {k: aggressive[k] / counts[k] if counts[k] else 0.5 for k in INFOSETS}
+            i = index.get(f"{turn.card}{turn.betting}")
+            if i is not None:
+                row[i][0] += 1
+                row[i][1] += int(turn.action in ("BET", "CALL"))
+        per_episode.append(tuple((c, a) for c, a in row))
+    counts = {k: sum(ep[i][0] for ep in per_episode) for k, i in index.items()}
+    aggressive = {k: sum(ep[i][1] for ep in per_episode) for k, i in index.items()}
     return SampledStrategy(
-        strategy=KuhnStrategy.from_dict(probs, name=f"sampled:{policy.name}"),
+        strategy=_strategy_from_counts(
+            counts.values(), aggressive.values(), name=f"sampled:{policy.name}"
+        ),
         counts=counts,
         aggressive=aggressive,
         ci95={k: wilson_interval(aggressive[k], counts[k]) for k in INFOSETS},
+        per_episode=tuple(per_episode),
     )
+
+
+def exploitability_interval(
+    sampled: SampledStrategy, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Bootstrap interval of the exact exploitability of a sampled strategy.
+
+    Whole episodes are resampled with replacement (decisions within an episode share a
+    conversation, so episodes are the independent units), each information set's
+    frequency is re-counted and the exact exploitability of every resample taken. The
+    interval is the *basic* (reverse-percentile) one, 2θ̂ − q_high to 2θ̂ − q_low, clipped at
+    0, because the plug-in estimate θ̂ is biased upwards near an equilibrium (there every
+    deviation is exploitable, so sampling noise can only add exploitability) and the
+    percentile interval inherits that bias. Measured over 60 repetitions of 200 episodes
+    (500 resamples): at NashApprox (true value 0) the percentile interval never covered
+    0 and the basic one covered it 93% of the time; at the SFT policy of the main job
+    (0.072) 97% and 92%; at the uniform strategy (0.458) 92% and 93%."""
+    import numpy as np
+
+    if not sampled.per_episode:
+        raise ValueError("no per-episode counts to resample")
+    data = np.asarray(sampled.per_episode, dtype=np.int64)  # (episodes, 12, 2)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        totals = data[rng.integers(0, len(data), size=len(data))].sum(axis=0)
+        strategy = _strategy_from_counts(totals[:, 0], totals[:, 1], name="resample")
+        values.append(exploitability(strategy).exploitability)
+    tail = (1.0 - level) / 2
+    q_low, q_high = np.quantile(values, [tail, 1.0 - tail])
+    estimate = exploitability(sampled.strategy).exploitability
+    return (max(0.0, float(2 * estimate - q_high)), float(2 * estimate - q_low))
 
 
 def extract_kuhn_strategy(
@@ -144,6 +212,7 @@ def extract_kuhn_strategy(
 
 __all__: Sequence[str] = (
     "SampledStrategy",
+    "exploitability_interval",
     "extract_kuhn_strategy",
     "extract_prompt_strategy",
     "extract_sampled_strategy",
