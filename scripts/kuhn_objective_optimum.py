@@ -27,7 +27,9 @@ the way: plain gradient ascent on the 12 logits of the behavioural probabilities
 ``--beta`` times a KL penalty to the start (the sum over information sets of the
 Bernoulli KL, unweighted by how often each set is reached). It is the idealised run,
 a tabular policy with noise-free gradients, so it shows where an objective leads from a
-given start and how far a KL anchor holds it, not how fast a language model gets there::
+given start and how far a KL anchor holds it, not how fast a language model gets there.
+It also prints each variant's exact gradient with respect to each information set's
+logit at the start, which sizes the signal a sampled gradient has to find in its noise::
 
     python scripts/kuhn_objective_optimum.py --from sft.json [--beta 0.2] [--steps 200]
 """
@@ -40,6 +42,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from sepo.exact.kuhn import (
+    INFOSETS,
     KuhnStrategy,
     KuhnStrategyError,
     best_responder,
@@ -103,6 +106,32 @@ def maximise(f: Callable[[KuhnStrategy], float], starts: int, seed: int) -> Kuhn
     return _strategy(best_x)
 
 
+def _forward_gradient(value: Callable[[np.ndarray], float], z: np.ndarray) -> np.ndarray:
+    """Gradient of ``value`` at ``z`` by forward differences (step 1e-5)."""
+    base, grad = value(z), np.zeros_like(z)
+    for i in range(len(z)):
+        bumped = z.copy()
+        bumped[i] += 1e-5
+        grad[i] = (value(bumped) - base) / 1e-5
+    return grad
+
+
+def _logits(strategy: KuhnStrategy) -> np.ndarray:
+    p = np.clip(np.array(strategy.vector), 1e-3, 1 - 1e-3)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def _from_logits(z: np.ndarray) -> KuhnStrategy:
+    return KuhnStrategy.from_vector(list(1.0 / (1.0 + np.exp(-z))))
+
+
+def logit_gradient(f: Callable[[KuhnStrategy], float], start: KuhnStrategy) -> np.ndarray:
+    """Exact gradient of the expected reward ``f`` with respect to the 12 logits at
+    ``start``: how hard the objective pulls on each information set, in the units of
+    the per-episode reward (compare it with the spread of that reward in training)."""
+    return _forward_gradient(lambda z: f(_from_logits(z)), _logits(start))
+
+
 def gradient_path(
     f: Callable[[KuhnStrategy], float],
     start: KuhnStrategy,
@@ -116,25 +145,18 @@ def gradient_path(
     over the logits of the 12 probabilities (forward differences, step 1e-5)."""
     p0 = np.clip(np.array(start.vector), 1e-3, 1 - 1e-3)
 
-    def strategy(z: np.ndarray) -> KuhnStrategy:
-        return KuhnStrategy.from_vector(list(1.0 / (1.0 + np.exp(-z))))
-
     def value(z: np.ndarray) -> float:
         p = 1.0 / (1.0 + np.exp(-z))
         kl = np.sum(p * np.log(p / p0) + (1 - p) * np.log((1 - p) / (1 - p0)))
-        return f(strategy(z)) - beta * float(kl)
+        return f(_from_logits(z)) - beta * float(kl)
 
-    z = np.log(p0 / (1 - p0))
+    z = _logits(start)
     path = []
     for t in range(steps + 1):
         if t % every == 0:
-            path.append(exploitability(strategy(z)).exploitability)
-        base, grad = value(z), np.zeros_like(z)
-        for i in range(len(z)):
-            bumped = z.copy()
-            bumped[i] += 1e-5
-            grad[i] = (value(bumped) - base) / 1e-5
-        z = np.clip(z + lr * grad, -12.0, 12.0)  # probabilities within about 6e-6 of 0 or 1
+            path.append(exploitability(_from_logits(z)).exploitability)
+        # Clipped: probabilities stay within about 6e-6 of 0 or 1.
+        z = np.clip(z + lr * _forward_gradient(value, z), -12.0, 12.0)
     return path
 
 
@@ -165,6 +187,11 @@ def main() -> None:
                 f, start, beta=args.beta, lr=args.lr, steps=args.steps, every=every
             )
             print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
+        print("gradient of each variant's expected reward w.r.t. each logit, at the start:")
+        print(" " * 15 + " ".join(f"{k:>6s}" for k in INFOSETS))
+        for name, f in objectives(args.hands).items():
+            grad = logit_gradient(f, start)
+            print(f"{name:14s}", " ".join(f"{g:+6.3f}" for g in grad))
         return
     print(f"Kuhn, {args.hands}-hand episodes, best of {args.starts} starts")
     print("| variant | expected reward at the optimum | exact exploitability | strategy |")

@@ -206,3 +206,17 @@ def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
     assert free[0] == pytest.approx(11 / 24)
     assert free[-1] < 0.05
     assert anchored[-1] > free[-1] + 0.05
+
+
+def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
+    """``kuhn_objective_optimum.py`` prints each variant's exact gradient per information
+    set. At the uniform strategy, calling a bet with K always wins and with J always
+    loses, so every variant pulls the K call up and the J call down."""
+    from sepo.exact.kuhn import INFOSETS, KuhnStrategy
+
+    module = _optimum_script()
+    uniform = KuhnStrategy.from_vector([0.5] * 12)
+    for name, f in module.objectives(6).items():
+        grad = dict(zip(INFOSETS, module.logit_gradient(f, uniform), strict=True))
+        assert grad["Kb"] > 0.01 and grad["Kpb"] > 0.01, name
+        assert grad["Jb"] < -0.01 and grad["Jpb"] < -0.01, name
