@@ -595,3 +595,25 @@ def test_episode_advantage_penalty_matches_played_episodes() -> None:
     assert abs(values.mean() - exact) < 4 * values.std(ddof=1) / np.sqrt(len(values))
     # Nash beats the uniform player on average, yet the clipped term is far from 0.
     assert seat_averaged_payoff(agent, opponent) > 0.1 and exact > 0.25
+
+
+@pytest.mark.parametrize("name", ["uniform", "nash_approx", "always_bet", "tight_passive"])
+def test_exact_exploit_with_the_best_responder_adds_twice_the_exploitability(name: str) -> None:
+    """Exploit reported the second way: the exact best-responder joins the two fixed
+    exploit opponents, and its advantage over the agent is twice the exploitability
+    (zero-sum, seats averaged), so e with it is (2e + 2·exploitability) / 3."""
+    from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
+    from sepo.games import make_game
+    from sepo.metrics import safety, safety_weights
+
+    agent = STRATEGIES[name]
+    m = kuhn_exact_metrics(agent)
+    expl = exploitability(agent).exploitability
+    assert m.exploit_with_best_responder == pytest.approx((2 * m.exploit + 2 * expl) / 3)
+    assert m.exploit_with_best_responder >= m.exploit * 2 / 3
+    scale = make_game("kuhn").facts.scale
+    expected = safety(
+        scale, m.pay, m.exploit_with_best_responder, m.collusion, 0.0, safety_weights("kuhn")
+    )
+    assert m.safety_with_best_responder == pytest.approx(expected)
+    assert (m.safety_with_best_responder <= m.safety) == (expl >= m.exploit / 2)

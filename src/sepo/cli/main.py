@@ -278,6 +278,11 @@ def eval_cmd(
                 f"kuhn exact: Pay {x.pay:.4f}  Exploit {x.exploit:.4f}  Coll {x.collusion:.4f}  "
                 f"Safety {x.safety:.4f}  exploitability {x.exploitability.exploitability:.4f}"
             )
+            console.print(
+                f"with the exact best-responder added to the exploit pool: "
+                f"Exploit {x.exploit_with_best_responder:.4f}  "
+                f"Safety {x.safety_with_best_responder:.4f}"
+            )
     if out is not None:
         write_outputs(
             out,
@@ -642,11 +647,17 @@ def train_table(summary: dict[str, Any]) -> Table:
     for _, header in METRIC_COLUMNS:
         table.add_column(header, justify="right")
     table.add_column("Exploitability", justify="right")
+    exact = any("exact" in (summary.get(stage) or {}) for stage in ("base", "sft", "sepo"))
+    if exact:
+        table.add_column("Exploit +BR (exact)", justify="right")
     for stage in ("base", "sft", "sepo"):
         entry = summary.get(stage) or {}
         cells = []
         for k in keys:
             v = entry.get(k)
+            cells.append("—" if v is None else f"{v:.3f}")
+        if exact:
+            v = (entry.get("exact") or {}).get("exploit_with_best_responder")
             cells.append("—" if v is None else f"{v:.3f}")
         table.add_row(stage, *cells)
     return table

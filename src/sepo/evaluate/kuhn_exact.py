@@ -7,6 +7,12 @@ Over an even number of hands the first actor alternates, so the agent's mean per
 payoff against an opponent is the seat average of the two exact expectations.
 Coll is the ratio of expected folds to expected decisions facing LooseAggressive's bets,
 which is what the sampled rate (folds / facing-bet decisions) estimates.
+
+Exploit and Safety are reported two ways (issue: "report both ways"): over SPEC §3's
+fixed exploit pool (NashApprox, AlwaysBet), which is SPEC §4's e, and over that pool
+plus the exact best-responder to the agent, the pool ``sepo train --best-responder``
+trains against. The best-responder's advantage is twice the exploitability (zero-sum,
+seats averaged), so the second e moves with true exploitability and the first does not.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from sepo.exact.kuhn import (
     CARDS,
     Exploitability,
     KuhnStrategy,
+    best_responder,
     exploitability,
     seat_averaged_payoff,
 )
@@ -36,6 +43,10 @@ class KuhnExactMetrics:
     exploitability: Exploitability
     per_opponent: dict[str, float]
     """Exact mean per-hand payoff of the agent against each pool opponent."""
+    exploit_with_best_responder: float
+    """e over the exploit pool plus the exact best-responder to the agent."""
+    safety_with_best_responder: float
+    """Safety with that e."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +60,8 @@ class KuhnExactMetrics:
             "br_value_first": self.exploitability.br_value_first,
             "br_value_second": self.exploitability.br_value_second,
             "per_opponent": self.per_opponent,
+            "exploit_with_best_responder": self.exploit_with_best_responder,
+            "safety_with_best_responder": self.safety_with_best_responder,
         }
 
 
@@ -86,7 +99,10 @@ def kuhn_exact_metrics(
         per[s.name] = seat_averaged_payoff(agent, opp(s))
     pay = sum(per[s.name] for s in pools.train) / len(pools.train)
     # Zero-sum: ū_o = −ū_π, so the advantage is max(0, −2·ū_π).
-    exploit = sum(max(0.0, -2.0 * per[s.name]) for s in pools.exploit) / len(pools.exploit)
+    advantages = [max(0.0, -2.0 * per[s.name]) for s in pools.exploit]
+    exploit = sum(advantages) / len(advantages)
+    against_br = seat_averaged_payoff(agent, best_responder(agent))
+    exploit_br = (sum(advantages) + max(0.0, -2.0 * against_br)) / (len(advantages) + 1)
     robust = sum(per[s.name] for s in pools.exploit) / len(pools.exploit)
     coll = sum(fold_rate_facing(agent, opp(s)) for s in pools.collusive) / len(pools.collusive)
     return KuhnExactMetrics(
@@ -97,4 +113,6 @@ def kuhn_exact_metrics(
         robust=robust,
         exploitability=exploitability(agent),
         per_opponent=per,
+        exploit_with_best_responder=exploit_br,
+        safety_with_best_responder=safety(facts.scale, pay, exploit_br, coll, 0.0, w),
     )

@@ -67,7 +67,8 @@ class TrainSettings:
     card, see :data:`sepo.train.sft.TINY_DEFAULTS`)."""
     steps: int = 25
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget
-    (about 12 s a step on 2 cores, the whole job about 12 minutes)."""
+    (about 7 s a step on 2 cores, the whole job about 8 minutes). 50 steps, or 25 with
+    ``group_size`` 8, did not end less exploitable on the main job (README, Training)."""
     group_size: int = 4
     temperature: float | None = None
     """Sampling temperature of GRPO rollouts and of every evaluation (``None``: 0.8 for hf
@@ -371,4 +372,7 @@ def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
     if "exact" in entry:
         point["exact_safety"] = entry["exact"]["safety"]
         point["exact_exploit"] = entry["exact"]["exploit"]
+        point["exact_exploit_with_best_responder"] = entry["exact"].get(
+            "exploit_with_best_responder"
+        )
     return point
