@@ -292,3 +292,35 @@ def test_exploitability_of_a_model_uses_its_training_temperature(tmp_path: Path)
     tiny, hf = expl("--policy", f"tiny:{model}"), expl("--policy", f"hf:{model}")
     assert hf != tiny
     assert expl("--policy", f"hf:{model}", "--temperature", "1.0") == tiny
+
+
+def test_in_play_exploitability_is_cached_and_shown_in_the_train_table(tmp_path: Path) -> None:
+    """The main job measures the strategy SFT and the best checkpoint play over whole
+    episodes (``sampled``), caches it next to the stage's evaluation, and prints it."""
+    pytest.importorskip("torch")
+    from rich.console import Console
+
+    from sepo.cli.main import train_table
+    from sepo.train.pipeline import TrainSettings, in_play_exploitability
+
+    model = tmp_path / "tiny"
+    _ok(["model", "init", "--out", str(model)])
+    settings = TrainSettings(in_play_episodes=6, out=str(tmp_path / "run"))
+    logs: list[str] = []
+    entry = in_play_exploitability(settings, str(model), tmp_path / "eval", log=logs.append)
+    assert entry["episodes"] == 6 and len(logs) == 1
+    low, high = entry["ci95"]
+    assert 0.0 <= low <= high and 0.0 <= entry["exploitability"] <= 11 / 12
+    assert sum(entry["counts"].values()) > 0
+    again = in_play_exploitability(settings, str(model), tmp_path / "eval", log=logs.append)
+    assert again == entry and len(logs) == 1  # read from in_play.json, not replayed
+    summary = {
+        "best_checkpoint": "checkpoint-5",
+        "sft": {"exploitability": 0.07, "exact": {"exploit_with_best_responder": 0.05}},
+        "sepo": {"exploitability": 0.06, "in_play": entry},
+    }
+    console = Console(width=250, record=True)
+    console.print(train_table(summary))
+    text = console.export_text()
+    assert "in play" in text and f"{entry['exploitability']:.3f}" in text
+    assert "Exploit +BR" in text and "0.050" in text

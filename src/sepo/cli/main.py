@@ -564,6 +564,14 @@ def train(
     group_size: Annotated[int, typer.Option(min=2)] = 4,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 5,
     eval_episodes: Annotated[int, typer.Option(min=1)] = 10,
+    in_play_episodes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Kuhn: episodes measuring the in-play strategy of SFT and the best "
+            "checkpoint (0: skip).",
+        ),
+    ] = 200,
     lr: Annotated[
         float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
     ] = None,
@@ -627,6 +635,7 @@ def train(
             best_responder=best_responder,
             checkpoint_every=checkpoint_every,
             eval_episodes=eval_episodes,
+            in_play_episodes=in_play_episodes,
             report_to=report_to,
             sft_from=None if sft_from is None else str(sft_from.resolve()),
         )
@@ -650,6 +659,9 @@ def train_table(summary: dict[str, Any]) -> Table:
     exact = any("exact" in (summary.get(stage) or {}) for stage in ("base", "sft", "sepo"))
     if exact:
         table.add_column("Exploit +BR (exact)", justify="right")
+    in_play = any("in_play" in (summary.get(stage) or {}) for stage in ("base", "sft", "sepo"))
+    if in_play:
+        table.add_column("Exploitability in play (95%)", justify="right")
     for stage in ("base", "sft", "sepo"):
         entry = summary.get(stage) or {}
         cells = []
@@ -659,6 +671,14 @@ def train_table(summary: dict[str, Any]) -> Table:
         if exact:
             v = (entry.get("exact") or {}).get("exploit_with_best_responder")
             cells.append("—" if v is None else f"{v:.3f}")
+        if in_play:
+            played = entry.get("in_play")
+            cells.append(
+                "—"
+                if played is None
+                else f"{played['exploitability']:.3f} "
+                f"({played['ci95'][0]:.3f}-{played['ci95'][1]:.3f})"
+            )
         table.add_row(stage, *cells)
     return table
 
