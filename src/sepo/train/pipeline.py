@@ -6,7 +6,9 @@ Stages (each skipped on ``--resume`` when its output is complete):
 2. ``sft-data/`` and ``sft/`` — demonstrator dataset and supervised warm start.
 3. ``sepo/`` — SEPO-GRPO from the SFT policy, a checkpoint every k steps.
 4. ``eval/<stage>/`` — ``metrics.json`` and ``episodes.jsonl`` of Base, SFT and every
-   checkpoint; for Kuhn also the exact figures of the policy's extracted strategy.
+   checkpoint; for Kuhn also the exact figures of the policy's extracted strategy, and
+   for SFT and the best checkpoint ``in_play.json``, the exploitability of the strategy
+   played over whole episodes (:func:`in_play_exploitability`).
 5. ``summary.json`` — one entry per stage (``base``, ``sft``, ``sepo``) with the keys of
    ``metrics.json``, ``exploitability`` for Kuhn, the checkpoint curve and which
    checkpoint is best by Safety (exact Safety for Kuhn, which has no sampling noise;
