@@ -101,6 +101,12 @@ def test_cli_bad_mode_arguments(args: list[str], needle: str) -> None:
     assert "Traceback" not in result.output
 
 
+def test_cli_auto_mode_does_not_make_a_person_play_200_episodes() -> None:
+    result = runner.invoke(app, ["exploitability", "--policy", "human"], input="")
+    assert result.exit_code == 2
+    assert "--mode sampled measures it by play" in result.output
+
+
 def test_cli_api_policy_is_sampled_through_the_server() -> None:
     """An OpenAI-compatible model has no token probabilities: ``auto`` samples it, and
     ``prompt`` is refused with a one-line error."""

@@ -357,7 +357,11 @@ def exploitability(
     loaded = load_policy(policy, game, adapter=adapter, sampling=sampling)
     local = hasattr(loaded.policy, "constrained_distributions")
     if mode == "auto":
-        mode = "prompt" if local or (not model and loaded.strategy is not None) else "sampled"
+        if not model and loaded.strategy is None:
+            raise UsageError(
+                f"{policy} is not a Kuhn behavioural strategy; --mode sampled measures it by play"
+            )
+        mode = "prompt" if local or not model else "sampled"
     sampled: SampledStrategy | None = None
     if mode == "sampled":
         sampled = extract_sampled_strategy(loaded.policy, episodes=episodes, seed=seed)
