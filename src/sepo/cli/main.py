@@ -575,7 +575,7 @@ def train(
             help="Kuhn: episodes measuring the in-play strategy of SFT and the best "
             "checkpoint (0: skip).",
         ),
-    ] = 500,
+    ] = 300,
     lr: Annotated[
         float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
     ] = None,

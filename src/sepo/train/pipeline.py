@@ -99,15 +99,16 @@ class TrainSettings:
     checkpoint_every: int = 5
     eval_episodes: int = 10
     """Episodes per opponent in each stage's sampled evaluation."""
-    in_play_episodes: int = 500
+    in_play_episodes: int = 300
     """Kuhn: episodes of ``sepo exploitability --mode sampled`` for the SFT policy and the
     best checkpoint (0: skip). The summary's ``exploitability`` is the exact strategy at
     the first decision of a fresh episode; this measures the strategy played over whole
     episodes, whose conversation carries earlier hands, with a bootstrap interval. On
-    the default run the two differ by up to 0.013 (docs/cpu-main-job.md). 500 episodes
-    take about 50 s per policy on 2 CPU cores and give intervals about ±0.015 wide; with
+    the default run the two differ by up to 0.013 (docs/cpu-main-job.md). On 2 CPU cores
+    500 episodes take about 70 s per policy (intervals about ±0.015), 300 about 40 s; with
     200 the best checkpoint of the main job read 0.041 (0.016-0.046) where 500 read 0.056
-    (0.038-0.066), too noisy to compare with the first-decision figure."""
+    (0.038-0.066). 300 keeps the main job near 9 minutes; pass 500 or more to compare
+    closely with the first-decision figure."""
     report_to: str = "tensorboard"
     sft_from: str | None = None
     """An earlier run directory whose base model, SFT data and SFT model this run reuses
