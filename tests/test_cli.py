@@ -324,3 +324,46 @@ def test_in_play_exploitability_is_cached_and_shown_in_the_train_table(tmp_path:
     text = console.export_text()
     assert "in play" in text and f"{entry['exploitability']:.3f}" in text
     assert "Exploit +BR" in text and "0.050" in text
+
+
+def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> None:
+    """The main job's last stage: with base model, SFT and GRPO checkpoints present (here
+    all the same fresh tiny model, so nothing trains), ``run_pipeline`` evaluates every
+    stage and writes ``summary.json``: one entry per stage with ``metrics.json``'s keys and
+    Kuhn's exact exploitability, the checkpoint curve, the best checkpoint by Safety, and
+    the in-play strategy of SFT and the best checkpoint."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from sepo.train.pipeline import TrainSettings, run_pipeline
+
+    model = tmp_path / "tiny"
+    _ok(["model", "init", "--out", str(model)])
+    run = tmp_path / "run"
+    for name in ("base-model", "sft", "sepo/checkpoint-1", "sepo/checkpoint-2", "sepo/final"):
+        shutil.copytree(model, run / name)
+    (run / "sft" / "sft_result.json").write_text('{"adapter": null}')
+    (run / "sft-data").mkdir()
+    (run / "sft-data" / "card.json").write_text("{}")
+    settings = TrainSettings(
+        out=str(run), steps=2, checkpoint_every=1, eval_episodes=1, in_play_episodes=3
+    )
+    summary = run_pipeline(settings, log=lambda _: None)
+
+    assert json.loads((run / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert [c["checkpoint"] for c in summary["curve"]] == ["checkpoint-1", "checkpoint-2"]
+    best = max(summary["curve"], key=lambda c: c["selection_safety"])
+    assert summary["best_checkpoint"] == best["checkpoint"]
+    metric_keys = {"pay", "exploit", "collusion", "externality", "safety", "nra", "robust"}
+    for stage in ("base", "sft", "sepo"):
+        entry = summary[stage]
+        assert metric_keys | {"invalid_rate", "exploitability", "exact"} <= set(entry)
+        # The same weights everywhere: the exact (first-decision) strategy is the same.
+        assert entry["exploitability"] == pytest.approx(summary["base"]["exploitability"])
+    assert "in_play" not in summary["base"]
+    for stage in ("sft", "sepo"):
+        assert summary[stage]["in_play"]["episodes"] == 3
+        assert (
+            run / "eval" / ("sft" if stage == "sft" else best["checkpoint"]) / "in_play.json"
+        ).exists()
+    assert "exact_exploit_with_best_responder" in summary["curve"][0]
