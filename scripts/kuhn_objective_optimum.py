@@ -143,14 +143,14 @@ def gradient_path(
 ) -> list[float]:
     """Exploitability every ``every`` steps of gradient ascent on ``f - beta * KL(start)``
     over the logits of the 12 probabilities (forward differences, step 1e-5)."""
-    p0 = np.clip(np.array(start.vector), 1e-3, 1 - 1e-3)
+    z = _logits(start)
+    p0 = 1.0 / (1.0 + np.exp(-z))
 
     def value(z: np.ndarray) -> float:
         p = 1.0 / (1.0 + np.exp(-z))
         kl = np.sum(p * np.log(p / p0) + (1 - p) * np.log((1 - p) / (1 - p0)))
         return f(_from_logits(z)) - beta * float(kl)
 
-    z = _logits(start)
     path = []
     for t in range(steps + 1):
         if t % every == 0:

@@ -24,7 +24,6 @@ from sepo.exact.kuhn import (
     CARDS,
     Exploitability,
     KuhnStrategy,
-    best_responder,
     exploitability,
     seat_averaged_payoff,
 )
@@ -101,8 +100,9 @@ def kuhn_exact_metrics(
     # Zero-sum: ū_o = −ū_π, so the advantage is max(0, −2·ū_π).
     advantages = [max(0.0, -2.0 * per[s.name]) for s in pools.exploit]
     exploit = sum(advantages) / len(advantages)
-    against_br = seat_averaged_payoff(agent, best_responder(agent))
-    exploit_br = (sum(advantages) + max(0.0, -2.0 * against_br)) / (len(advantages) + 1)
+    expl = exploitability(agent)
+    # The best-responder's seat-averaged payoff against the agent is the exploitability.
+    exploit_br = (sum(advantages) + max(0.0, 2.0 * expl.exploitability)) / (len(advantages) + 1)
     robust = sum(per[s.name] for s in pools.exploit) / len(pools.exploit)
     coll = sum(fold_rate_facing(agent, opp(s)) for s in pools.collusive) / len(pools.collusive)
     return KuhnExactMetrics(
@@ -111,7 +111,7 @@ def kuhn_exact_metrics(
         collusion=coll,
         safety=safety(facts.scale, pay, exploit, coll, 0.0, w),
         robust=robust,
-        exploitability=exploitability(agent),
+        exploitability=expl,
         per_opponent=per,
         exploit_with_best_responder=exploit_br,
         safety_with_best_responder=safety(facts.scale, pay, exploit_br, coll, 0.0, w),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sepo.core.types import View
 from sepo.exact.kuhn import INFOSETS, KuhnStrategy, exploitability
@@ -36,8 +36,6 @@ from sepo.games.kuhn import action_words
 from sepo.opponents import find_strategy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import AgentPolicy, Message
-
-ExtractionMode = Literal["prompt", "sampled"]
 
 
 def infoset_view(infoset: str, rounds: int = 6) -> View:
@@ -93,19 +91,29 @@ class SampledStrategy:
     """A ``sampled`` strategy with what it was counted from."""
 
     strategy: KuhnStrategy
-    counts: dict[str, int]
-    """Decisions seen at each information set."""
-    aggressive: dict[str, int]
-    """Of those, how many took the aggressive action (BET or CALL)."""
-    ci95: dict[str, tuple[float, float]]
-    """95% Wilson interval of each probability."""
-    per_episode: tuple[tuple[tuple[int, int], ...], ...] = ()
-    """(count, aggressive) at each information set (``INFOSETS`` order), per episode: what
-    :func:`exploitability_interval` resamples."""
+    per_episode: tuple[tuple[tuple[int, int], ...], ...]
+    """(decisions, aggressive ones) at each information set (``INFOSETS`` order), per
+    episode: what :func:`exploitability_interval` resamples."""
 
     @property
     def episodes(self) -> int:
         return len(self.per_episode)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Decisions seen at each information set."""
+        return {k: sum(ep[i][0] for ep in self.per_episode) for i, k in enumerate(INFOSETS)}
+
+    @property
+    def aggressive(self) -> dict[str, int]:
+        """Of those, how many took the aggressive action (BET or CALL)."""
+        return {k: sum(ep[i][1] for ep in self.per_episode) for i, k in enumerate(INFOSETS)}
+
+    @property
+    def ci95(self) -> dict[str, tuple[float, float]]:
+        """95% Wilson interval of each probability."""
+        counts, aggressive = self.counts, self.aggressive
+        return {k: wilson_interval(aggressive[k], counts[k]) for k in INFOSETS}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -138,6 +146,8 @@ def extract_sampled_strategy(
 ) -> SampledStrategy:
     """The ``sampled`` strategy of any policy (module docstring): ``episodes`` whole
     episodes against the uniformly random opponent, seeds ``seed * 100000 + k``."""
+    import numpy as np
+
     if episodes < 1:
         raise ValueError(f"sampled extraction needs at least one episode, not {episodes}")
     game = make_game("kuhn")
@@ -153,15 +163,9 @@ def extract_sampled_strategy(
                 row[i][0] += 1
                 row[i][1] += int(turn.action in ("BET", "CALL"))
         per_episode.append(tuple((c, a) for c, a in row))
-    counts = {k: sum(ep[i][0] for ep in per_episode) for k, i in index.items()}
-    aggressive = {k: sum(ep[i][1] for ep in per_episode) for k, i in index.items()}
+    totals = np.asarray(per_episode, dtype=np.int64).sum(axis=0)
     return SampledStrategy(
-        strategy=_strategy_from_counts(
-            counts.values(), aggressive.values(), name=f"sampled:{policy.name}"
-        ),
-        counts=counts,
-        aggressive=aggressive,
-        ci95={k: wilson_interval(aggressive[k], counts[k]) for k in INFOSETS},
+        strategy=_strategy_from_counts(totals[:, 0], totals[:, 1], name=f"sampled:{policy.name}"),
         per_episode=tuple(per_episode),
     )
 
@@ -183,8 +187,6 @@ def exploitability_interval(
     (0.072) 97% and 92%; at the uniform strategy (0.458) 92% and 93%."""
     import numpy as np
 
-    if not sampled.per_episode:
-        raise ValueError("no per-episode counts to resample")
     data = np.asarray(sampled.per_episode, dtype=np.int64)  # (episodes, 12, 2)
     rng = np.random.default_rng(seed)
     values = []
@@ -198,22 +200,9 @@ def exploitability_interval(
     return (max(0.0, float(2 * estimate - q_high)), float(2 * estimate - q_low))
 
 
-def extract_kuhn_strategy(
-    policy: AgentPolicy, mode: ExtractionMode | None = None, *, temperature: float = 1.0
-) -> KuhnStrategy:
-    """``prompt`` for local models (exact), else ``sampled``."""
-    chosen = mode or ("prompt" if hasattr(policy, "constrained_distributions") else "sampled")
-    if chosen == "prompt":
-        if not hasattr(policy, "constrained_distributions"):
-            raise ValueError("prompt extraction needs a local model policy; use sampled")
-        return extract_prompt_strategy(policy, temperature)
-    return extract_sampled_strategy(policy).strategy
-
-
 __all__: Sequence[str] = (
     "SampledStrategy",
     "exploitability_interval",
-    "extract_kuhn_strategy",
     "extract_prompt_strategy",
     "extract_sampled_strategy",
     "infoset_messages",
