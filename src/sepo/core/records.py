@@ -20,9 +20,10 @@ def action_to_json(action: Action | None) -> Any:
     return list(action) if isinstance(action, tuple) else action
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TurnRecord:
-    """One decision of the agent."""
+    """One decision of the agent. Read-only by contract, though not frozen (one is built
+    per decision; see :class:`~sepo.core.types.View`)."""
 
     round: int
     observation: str | None

@@ -56,13 +56,15 @@ class GameFacts:
         return 3.0 / self.max_payoff
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RoundOutcome:
     """What happened in one finished round (one hand for Kuhn), in absolute player order.
 
     ``actions`` lists ``(player, action)`` in the order they were taken; for simultaneous
     games player 0's action comes first. Private information is never stored here except
     where the rules make it public (``reveal``: Kuhn cards at a showdown).
+
+    Read-only by contract, though not frozen: see :class:`View`.
     """
 
     round: int
@@ -87,12 +89,19 @@ class RoundOutcome:
         raise KeyError(f"player {player} did not act in round {self.round}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class View:
     """Everything one player may know when it must act: its information state.
 
     Fields that do not apply to a game are ``None``. A view never carries the opponent's
     private information.
+
+    Read-only by contract, though not frozen: the rollout engine builds two views, a
+    :class:`RoundOutcome` and a turn record every round, and a slotted dataclass is about
+    six times cheaper to build than a frozen one (whose ``__init__`` goes through
+    ``object.__setattr__`` field by field) and gives the garbage collector half the
+    objects. Views share the state's history and are kept for rendering transcripts, so
+    nothing may assign to one; derive a changed copy with ``dataclasses.replace``.
     """
 
     game: str
