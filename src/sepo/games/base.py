@@ -29,9 +29,11 @@ class EpisodeState:
 
     def __init__(self, facts: GameFacts) -> None:
         self.facts = facts
+        self._rounds = facts.rounds
         self._round = 0
-        self._history: tuple[RoundOutcome, ...] = ()  # immutable: views share it
-        self._scores = [0.0, 0.0]
+        # Immutable, so views share them instead of copying.
+        self._history: tuple[RoundOutcome, ...] = ()
+        self._scores = (0.0, 0.0)
 
     @property
     def round(self) -> int:
@@ -42,18 +44,16 @@ class EpisodeState:
         return self._history
 
     def returns(self) -> tuple[float, float]:
-        return (self._scores[0], self._scores[1])
+        return self._scores
 
     def _record(self, outcome: RoundOutcome) -> None:
         self._history = (*self._history, outcome)
-        self._scores[0] += outcome.payoffs[0]
-        self._scores[1] += outcome.payoffs[1]
+        pay = outcome.payoffs
+        self._scores = (self._scores[0] + pay[0], self._scores[1] + pay[1])
         self._round += 1
 
     def _copy(self) -> Any:
-        new = copy.copy(self)
-        new._scores = list(self._scores)
-        return new
+        return copy.copy(self)
 
 
 class RepeatedSimultaneousState(EpisodeState, ABC):
@@ -84,10 +84,10 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
 
     # -- State protocol -------------------------------------------------------------------
     def is_terminal(self) -> bool:
-        return self._round >= self.facts.rounds
+        return self._round >= self._rounds
 
     def is_chance(self) -> bool:
-        return bool(self._pending) and self._round < self.facts.rounds
+        return bool(self._pending) and self._round < self._rounds
 
     def chance_outcomes(self) -> list[tuple[object, float]]:
         if not self.is_chance():
@@ -104,39 +104,52 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
         self._pending.pop(0)
 
     def to_move(self) -> tuple[int, ...]:
-        if self._pending or self._round >= self.facts.rounds:
+        if self._pending or self._round >= self._rounds:
             return ()
         return (0, 1)
 
     def legal_actions(self, player: int) -> tuple[Action, ...]:
-        if player not in self.to_move():
+        if self._pending or self._round >= self._rounds or player not in (0, 1):
             return ()
         return self._legal(player)
 
     def apply_actions(self, actions: Mapping[int, Action]) -> None:
-        if self._pending or self._round >= self.facts.rounds:
+        if self._pending or self._round >= self._rounds:
             raise GameError("no player may act now")
-        if set(actions) != {0, 1}:
+        if len(actions) != 2 or 0 not in actions or 1 not in actions:
             raise GameError("both players must act in a simultaneous round")
-        for p in (0, 1):
-            if actions[p] not in self._legal(p):
-                raise GameError(f"illegal action {actions[p]!r} for player {p}")
-        self._record(self._resolve(actions[0], actions[1]))
+        a0, a1 = actions[0], actions[1]
+        if a0 not in self._legal(0):
+            raise GameError(f"illegal action {a0!r} for player 0")
+        if a1 not in self._legal(1):
+            raise GameError(f"illegal action {a1!r} for player 1")
+        self._record(self._resolve(a0, a1))
         if self._chance:
             self._chance = {k: v for k, v in self._chance.items() if k.startswith("episode_")}
-        if self._round < self.facts.rounds:
+        if self._round < self._rounds:
             self._pending = self._chance_events(self._round)
 
     def view(self, player: int) -> View:
+        private = self._private(player)
+        if private:
+            return View(
+                self.facts.name,
+                player,
+                self._round,
+                self._rounds,
+                self._history,
+                self.legal_actions(player),
+                self._scores,
+                **private,
+            )
         return View(
-            game=self.facts.name,
-            player=player,
-            round=self._round,
-            rounds=self.facts.rounds,
-            history=self._history,
-            legal=self.legal_actions(player),
-            scores=(self._scores[0], self._scores[1]),
-            **self._private(player),
+            self.facts.name,
+            player,
+            self._round,
+            self._rounds,
+            self._history,
+            self.legal_actions(player),
+            self._scores,
         )
 
     def clone(self) -> RepeatedSimultaneousState:

@@ -12,6 +12,7 @@ from sepo.games.registry import register_game
 
 COOPERATE = "COOPERATE"
 DEFECT = "DEFECT"
+MOVES: tuple[Action, ...] = (COOPERATE, DEFECT)
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,17 @@ class IPDPayoffs:
 class IPDState(RepeatedSimultaneousState):
     def __init__(self, game: IPD) -> None:
         self.payoffs = game.payoffs
+        self._pairs = game.payoff_pairs
         super().__init__(game.facts)
 
     def _chance_events(self, round_index: int) -> list[str]:
         return []
 
     def _legal(self, player: int) -> tuple[Action, ...]:
-        return (COOPERATE, DEFECT)
+        return MOVES
 
     def _resolve(self, a0: Action, a1: Action) -> RoundOutcome:
-        return RoundOutcome(self._round, ((0, a0), (1, a1)), self.payoffs.pair(a0, a1))
+        return RoundOutcome(self._round, ((0, a0), (1, a1)), self._pairs[a0, a1])
 
 
 class IPD(TextGame):
@@ -60,6 +62,8 @@ class IPD(TextGame):
             raise GameError("rounds must be >= 1")
         self.payoffs = payoffs or IPDPayoffs()
         p = self.payoffs
+        #: ``payoffs.pair`` of every pair of moves, looked up once per round.
+        self.payoff_pairs = {(a0, a1): p.pair(a0, a1) for a0 in MOVES for a1 in MOVES}
         self.facts = GameFacts(
             name="ipd",
             title="the Iterated Prisoner's Dilemma",

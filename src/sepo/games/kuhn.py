@@ -24,6 +24,7 @@ TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
 _DEAL_OUTCOMES: tuple[tuple[object, float], ...] = tuple((d, 1.0 / len(DEALS)) for d in DEALS)
 # Player 0 opens even hands and the players alternate, so the mover is (hand + moves) % 2.
 _MOVER: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (1,))
+_DEAL_OF: dict[object, tuple[str, str]] = {d: d for d in DEALS}
 
 
 def facing_bet(betting: str) -> bool:
@@ -34,6 +35,10 @@ def facing_bet(betting: str) -> bool:
 def action_words(betting: str) -> tuple[str, str]:
     """(passive, aggressive) words available after ``betting``."""
     return ("FOLD", "CALL") if facing_bet(betting) else ("PASS", "BET")
+
+
+# action_words of every betting at which a player acts, looked up on every move.
+_WORDS_AT: dict[str, tuple[str, str]] = {b: action_words(b) for b in ("", "p", "b", "pb")}
 
 
 def letter_to_word(betting_before: str, letter: str) -> str:
@@ -64,10 +69,10 @@ class KuhnState(EpisodeState):
         return (self._round if hand is None else hand) % 2
 
     def is_terminal(self) -> bool:
-        return self._round >= self.facts.rounds
+        return self._round >= self._rounds
 
     def is_chance(self) -> bool:
-        return self._cards is None and self._round < self.facts.rounds
+        return self._cards is None and self._round < self._rounds
 
     def chance_outcomes(self) -> list[tuple[object, float]]:
         if not self.is_chance():
@@ -75,49 +80,57 @@ class KuhnState(EpisodeState):
         return list(_DEAL_OUTCOMES)
 
     def apply_chance(self, outcome: object) -> None:
-        if not self.is_chance() or outcome not in DEALS:
+        try:
+            deal = _DEAL_OF[outcome] if self.is_chance() else None
+        except (KeyError, TypeError):  # not a deal, or not even hashable
+            deal = None
+        if deal is None:
             raise GameError(f"{outcome!r} is not a legal deal now")
-        self._cards = DEALS[DEALS.index(outcome)]
+        self._cards = deal
 
     def to_move(self) -> tuple[int, ...]:
-        if self._cards is None or self._round >= self.facts.rounds:
+        if self._cards is None or self._round >= self._rounds:
             return ()
         return _MOVER[(self._round + len(self._betting)) % 2]
 
     def legal_actions(self, player: int) -> tuple[Action, ...]:
         if player not in self.to_move():
             return ()
-        return action_words(self._betting)
+        return _WORDS_AT[self._betting]
 
     def apply_actions(self, actions: Mapping[int, Action]) -> None:
-        movers = self.to_move()
-        if not movers or len(actions) != 1 or movers[0] not in actions:
+        if self._cards is None or self._round >= self._rounds:
             raise GameError("exactly the player to move must act")
-        player = movers[0]
+        player = (self._round + len(self._betting)) % 2
+        if len(actions) != 1 or player not in actions:
+            raise GameError("exactly the player to move must act")
         action = actions[player]
-        passive, aggressive = action_words(self._betting)
-        if action not in (passive, aggressive):
+        passive, aggressive = _WORDS_AT[self._betting]
+        if action == aggressive:
+            self._betting += "b"
+        elif action == passive:
+            self._betting += "p"
+        else:
             raise GameError(f"illegal action {action!r} for player {player}")
-        self._betting += "b" if action == aggressive else "p"
         self._actions.append((player, action))
         if self._betting in TERMINAL:
             self._finish_hand()
 
     def _finish_hand(self) -> None:
         assert self._cards is not None
-        first = self.first_actor()
+        first = self._round % 2
         c_first, c_second = self._cards[first], self._cards[1 - first]
         v = hand_payoff_first_actor(self._betting, c_first, c_second)
-        pay = [0.0, 0.0]
-        pay[first], pay[1 - first] = v, -v
+        pay = (v, -v) if first == 0 else (-v, v)
         showdown = self._betting in ("pp", "bb", "pbb")
         self._record(
             RoundOutcome(
                 self._round,
                 tuple(self._actions),
-                (pay[0], pay[1]),
-                winner=0 if pay[0] > 0 else 1,
-                reveal=self._cards if showdown else None,
+                pay,
+                0 if pay[0] > 0 else 1,
+                None,
+                self._cards if showdown else None,
             )
         )
         self._cards = None
@@ -125,17 +138,33 @@ class KuhnState(EpisodeState):
         self._actions = []
 
     def view(self, player: int) -> View:
+        cards = self._cards
+        if cards is None or self._round >= self._rounds:  # no decision pending
+            return View(
+                "kuhn",
+                player,
+                self._round,
+                self._rounds,
+                self._history,
+                (),
+                self._scores,
+                card=cards[player] if cards else None,
+                betting=self._betting,
+                first_actor=self._round % 2 == player if self._round < self._rounds else None,
+            )
+        to_move = (self._round + len(self._betting)) % 2
         return View(
-            game="kuhn",
-            player=player,
-            round=self._round,
-            rounds=self.facts.rounds,
-            history=self._history,
-            legal=self.legal_actions(player),
-            scores=(self._scores[0], self._scores[1]),
-            card=self._cards[player] if self._cards else None,
-            betting=self._betting,
-            first_actor=(self.first_actor() == player) if not self.is_terminal() else None,
+            "kuhn",
+            player,
+            self._round,
+            self._rounds,
+            self._history,
+            _WORDS_AT[self._betting] if player == to_move else (),
+            self._scores,
+            None,
+            cards[player],
+            self._betting,
+            self._round % 2 == player,
         )
 
     def clone(self) -> KuhnState:
