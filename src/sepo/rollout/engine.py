@@ -17,7 +17,9 @@ Scripted agents (a policy with a ``direct_strategy``) skip the text layer while 
 play: their answer would be the canonical action text, which parses back to the same
 action (a tested invariant), so the engine calls the strategy on its view and renders
 the observation only when a transcript is written. The agent's strategy draws from
-``Random(f"agent:{seed}")``, one stream per episode.
+``Random(f"agent:{seed}")``, one stream per episode. A strategy needs no batch, so these
+episodes are played one after the other, each to its end; with one RNG stream per
+episode and purpose, the order cannot change a transcript.
 
 Invalid answers go through the fallback ladder (SPEC §2): the policy's own recovery
 (constrained choice or re-prompt), then the game's documented default action. Each turn
@@ -55,7 +57,6 @@ class _Live:
     chance_rng: random.Random
     opponent_rng: random.Random
     turns: list[TurnRecord] = field(default_factory=list)
-    agent_rng: random.Random | None = None
     messages: list[Message] = field(default_factory=list)
     seen_rounds: int = 0
     """Rounds already shown to the agent in its conversation."""
@@ -103,7 +104,8 @@ def run_episodes(
 ) -> list[EpisodeRecord]:
     """Play every spec against ``policy``; results in the order of ``specs``.
 
-    ``on_step(finished, total)`` is called after each batched step (for progress bars).
+    ``on_step(finished, total)`` is called after each batched step, or every 64 episodes
+    for a scripted agent (for progress bars).
     At most ``max_active`` episodes are in play at once (``None``: all of them); a new
     one starts as soon as one ends, so the batch stays full while memory (a local
     model's per-episode key/value caches) stays bounded. A policy with an
@@ -112,6 +114,9 @@ def run_episodes(
     """
     if max_active is not None and max_active < 1:
         raise ValueError(f"max_active must be at least 1, not {max_active}")
+    direct: Strategy | None = getattr(policy, "direct_strategy", None)
+    if direct is not None:
+        return _play_direct(specs, direct, policy.name, on_step)
     lives = [
         _Live(
             spec=s,
@@ -121,11 +126,7 @@ def run_episodes(
         )
         for s in specs
     ]
-    direct: Strategy | None = getattr(policy, "direct_strategy", None)
-    if direct is not None:
-        _play_direct(lives, direct, on_step)
-    else:
-        _play_model(lives, policy, max_active, on_step)
+    _play_model(lives, policy, max_active, on_step)
     return [
         EpisodeRecord(
             game=live.spec.game.facts.name,
@@ -140,17 +141,91 @@ def run_episodes(
     ]
 
 
+_DIRECT_PROGRESS_EVERY = 64
+"""Episodes between two ``on_step`` calls on the direct path (progress bars need no more)."""
+
+
 def _play_direct(
-    lives: list[_Live], strategy: Strategy, on_step: Callable[[int, int], None] | None
-) -> None:
-    """All episodes in lockstep, the agent's strategy acting on typed views (no text)."""
-    for live in lives:
-        live.agent_rng = random.Random(f"agent:{live.spec.seed}")
-    pending = [i for i, live in enumerate(lives) if _advance(live)]
-    while pending:
-        pending = [i for i in pending if _direct_turn(lives[i], strategy)]
-        if on_step is not None:
-            on_step(len(lives) - len(pending), len(lives))
+    specs: Sequence[EpisodeSpec],
+    strategy: Strategy,
+    policy_name: str,
+    on_step: Callable[[int, int], None] | None,
+) -> list[EpisodeRecord]:
+    """Every episode, one after the other, the agent's strategy acting on typed views."""
+    records = []
+    for done, spec in enumerate(specs, start=1):
+        records.append(_play_direct_episode(spec, strategy, policy_name))
+        if on_step is not None and (done % _DIRECT_PROGRESS_EVERY == 0 or done == len(specs)):
+            on_step(done, len(specs))
+    return records
+
+
+def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str) -> EpisodeRecord:
+    """One episode of a scripted agent; the same moves and transcript as the text path."""
+    game, opponent, seed = spec.game, spec.opponent, spec.seed
+    state = game.new_state()
+    chance_rng: random.Random | None = None  # seeded at the first chance event, if any
+    agent_rng = random.Random(f"agent:{seed}")
+    opponent_rng = random.Random(f"opponent:{seed}")
+    render = game.render
+    turns: list[TurnRecord] = []
+    seen_rounds = 0
+    while True:
+        movers = state.to_move()
+        if not movers:  # a chance node or the end
+            if state.is_chance():
+                if chance_rng is None:
+                    chance_rng = random.Random(f"chance:{seed}")
+                sample_chance(state, chance_rng)
+                continue
+            if state.is_terminal():
+                break
+            raise RuntimeError(f"{game.facts.name}: nobody may act in a live state")
+        if AGENT not in movers:
+            state.apply_actions({OPPONENT: opponent.act(state.view(OPPONENT), opponent_rng)})
+            continue
+        view = state.view(AGENT)
+        chosen = strategy.act(view, agent_rng)
+        legal = view.legal
+        if type(chosen) is str:  # the usual case; format_action returns a word unchanged
+            raw = chosen
+        else:
+            raw = format_action(chosen) if isinstance(chosen, str | int | tuple) else repr(chosen)
+        if chosen in legal:
+            action, parsed, fallback = chosen, chosen, "none"
+        else:
+            action, parsed, fallback = game.default_action(view), None, "default"
+        turns.append(
+            TurnRecord(
+                view.round,
+                None,
+                raw,
+                parsed,
+                action,
+                fallback,
+                None,
+                legal,
+                view.betting,
+                view.card,
+                functools.partial(render, view, seen_rounds),
+            )
+        )
+        seen_rounds = len(view.history)
+        if OPPONENT in movers:
+            moves = {AGENT: action, OPPONENT: opponent.act(state.view(OPPONENT), opponent_rng)}
+        else:
+            moves = {AGENT: action}
+        # The state validates both moves again: the opponent may be a user's strategy.
+        state.apply_actions(moves)
+    return EpisodeRecord(
+        game.facts.name,
+        opponent.name,
+        spec.pool,
+        seed,
+        tuple(state.history),
+        tuple(turns),
+        policy_name,
+    )
 
 
 def _play_model(
@@ -230,36 +305,6 @@ def _play_model(
         admit()
         if on_step is not None:
             on_step(ended, len(lives))
-
-
-def _direct_turn(live: _Live, strategy: Strategy) -> bool:
-    """One decision of a scripted agent without the text layer; False when the episode ends."""
-    game, state = live.spec.game, live.state
-    view = state.view(AGENT)
-    assert live.agent_rng is not None
-    chosen = strategy.act(view, live.agent_rng)
-    legal = chosen in view.legal
-    action = chosen if legal else game.default_action(view)
-    live.turns.append(
-        TurnRecord(
-            round=view.round,
-            observation=None,
-            raw=format_action(chosen) if isinstance(chosen, str | int | tuple) else repr(chosen),
-            parsed=chosen if legal else None,
-            action=action,
-            fallback="none" if legal else "default",
-            legal=view.legal,
-            betting=view.betting,
-            card=view.card,
-            renderer=functools.partial(game.render, view, live.seen_rounds),
-        )
-    )
-    live.seen_rounds = len(view.history)
-    moves: dict[int, Action] = {AGENT: action}
-    if OPPONENT in state.to_move():
-        moves[OPPONENT] = live.spec.opponent.act(state.view(OPPONENT), live.opponent_rng)
-    state.apply_actions(moves)
-    return _advance(live)
 
 
 def _request(index: int, live: _Live) -> DecisionRequest:
