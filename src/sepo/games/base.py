@@ -130,6 +130,8 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
             self._pending = self._chance_events(self._round)
 
     def view(self, player: int) -> View:
+        acting = not self._pending and self._round < self._rounds and player in (0, 1)
+        legal = self._legal(player) if acting else ()
         private = self._private(player)
         if private:
             return View(
@@ -138,18 +140,12 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
                 self._round,
                 self._rounds,
                 self._history,
-                self.legal_actions(player),
+                legal,
                 self._scores,
                 **private,
             )
         return View(
-            self.facts.name,
-            player,
-            self._round,
-            self._rounds,
-            self._history,
-            self.legal_actions(player),
-            self._scores,
+            self.facts.name, player, self._round, self._rounds, self._history, legal, self._scores
         )
 
     def clone(self) -> RepeatedSimultaneousState:

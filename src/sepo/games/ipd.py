@@ -13,6 +13,8 @@ from sepo.games.registry import register_game
 COOPERATE = "COOPERATE"
 DEFECT = "DEFECT"
 MOVES: tuple[Action, ...] = (COOPERATE, DEFECT)
+# A round's actions, one shared tuple per pair of moves (transcripts keep every round).
+_ROUND_ACTIONS = {(a0, a1): ((0, a0), (1, a1)) for a0 in MOVES for a1 in MOVES}
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class IPDState(RepeatedSimultaneousState):
         return MOVES
 
     def _resolve(self, a0: Action, a1: Action) -> RoundOutcome:
-        return RoundOutcome(self._round, ((0, a0), (1, a1)), self._pairs[a0, a1])
+        return RoundOutcome(self._round, _ROUND_ACTIONS[a0, a1], self._pairs[a0, a1])
 
 
 class IPD(TextGame):

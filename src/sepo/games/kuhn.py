@@ -46,6 +46,17 @@ def letter_to_word(betting_before: str, letter: str) -> str:
     return aggressive if letter == "b" else passive
 
 
+def hand_actions(first: int, betting: str) -> tuple[tuple[int, str], ...]:
+    """``(player, word)`` of every move of a hand that ``first`` opened, in order."""
+    return tuple(
+        ((first + i) % 2, letter_to_word(betting[:i], letter)) for i, letter in enumerate(betting)
+    )
+
+
+# A finished hand's actions follow from its first actor and betting; one shared tuple each.
+_HAND_ACTIONS = {(first, b): hand_actions(first, b) for first in (0, 1) for b in TERMINAL}
+
+
 def hand_payoff_first_actor(betting: str, first_card: str, second_card: str) -> float:
     """Payoff of the first actor at a terminal betting sequence."""
     if betting == "bp":
@@ -63,7 +74,6 @@ class KuhnState(EpisodeState):
         super().__init__(game.facts)
         self._cards: tuple[str, str] | None = None  # by absolute player
         self._betting = ""
-        self._actions: list[tuple[int, Action]] = []
 
     def first_actor(self, hand: int | None = None) -> int:
         return (self._round if hand is None else hand) % 2
@@ -112,7 +122,6 @@ class KuhnState(EpisodeState):
             self._betting += "p"
         else:
             raise GameError(f"illegal action {action!r} for player {player}")
-        self._actions.append((player, action))
         if self._betting in TERMINAL:
             self._finish_hand()
 
@@ -126,7 +135,7 @@ class KuhnState(EpisodeState):
         self._record(
             RoundOutcome(
                 self._round,
-                tuple(self._actions),
+                _HAND_ACTIONS[first, self._betting],
                 pay,
                 0 if pay[0] > 0 else 1,
                 None,
@@ -135,7 +144,6 @@ class KuhnState(EpisodeState):
         )
         self._cards = None
         self._betting = ""
-        self._actions = []
 
     def view(self, player: int) -> View:
         cards = self._cards
@@ -168,8 +176,7 @@ class KuhnState(EpisodeState):
         )
 
     def clone(self) -> KuhnState:
-        new: KuhnState = self._copy()
-        new._actions = list(self._actions)
+        new: KuhnState = self._copy()  # every field is immutable
         return new
 
 
