@@ -33,11 +33,63 @@ import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
 from sepo.core.types import Action, Game, State, Strategy
 from sepo.games.text import format_action
 from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Message, Recovery
+
+
+class SeededOnFirstUse(random.Random):
+    """``random.Random(seed)``, with the seeding put off until the stream is first used.
+
+    Seeding a Mersenne Twister costs 4 to 5 µs, the largest single cost of a short
+    scripted episode, and many episodes never draw from some of their streams: chance in
+    a game without chance events, a deterministic strategy (TitForTat, AlwaysDefect). At
+    its first use the object seeds itself and turns into a plain ``random.Random``, so it
+    yields exactly the stream of ``random.Random(seed)`` and later draws cost nothing
+    extra. The overridden methods are the only ones that touch the generator's state;
+    every other method of ``random.Random`` draws through them.
+    """
+
+    def __init__(self, seed: str) -> None:  # no super().__init__(): that would seed now
+        self._deferred_seed = seed
+        self.gauss_next = None  # as random.Random.__init__ leaves it
+
+    def _start(self) -> None:
+        if type(self) is SeededOnFirstUse:
+            object.__setattr__(self, "__class__", random.Random)
+            random.Random.seed(self, self.__dict__.pop("_deferred_seed"))
+
+    # Each method calls SeededOnFirstUse._start explicitly: after the first use the
+    # object's class is random.Random, which has no _start, while a bound method taken
+    # before then (random.Random._randbelow keeps one) still lands here.
+    def random(self) -> float:
+        SeededOnFirstUse._start(self)
+        return random.Random.random(self)
+
+    def getrandbits(self, k: int, /) -> int:
+        SeededOnFirstUse._start(self)
+        return random.Random.getrandbits(self, k)
+
+    def getstate(self) -> tuple[Any, ...]:
+        SeededOnFirstUse._start(self)
+        return random.Random.getstate(self)
+
+    def setstate(self, state: tuple[Any, ...]) -> None:
+        SeededOnFirstUse._start(self)
+        random.Random.setstate(self, state)
+
+    def seed(  # type: ignore[override]  # random.Random's own signature (as in typeshed)
+        self, a: int | float | str | bytes | bytearray | None = None, version: int = 2
+    ) -> None:
+        SeededOnFirstUse._start(self)
+        random.Random.seed(self, a, version)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        SeededOnFirstUse._start(self)
+        return random.Random.__reduce__(self)
 
 
 @dataclass(frozen=True)
@@ -121,8 +173,8 @@ def run_episodes(
         _Live(
             spec=s,
             state=s.game.new_state(),
-            chance_rng=random.Random(f"chance:{s.seed}"),
-            opponent_rng=random.Random(f"opponent:{s.seed}"),
+            chance_rng=SeededOnFirstUse(f"chance:{s.seed}"),
+            opponent_rng=SeededOnFirstUse(f"opponent:{s.seed}"),
         )
         for s in specs
     ]
@@ -164,9 +216,9 @@ def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str
     """One episode of a scripted agent; the same moves and transcript as the text path."""
     game, opponent, seed = spec.game, spec.opponent, spec.seed
     state = game.new_state()
-    chance_rng: random.Random | None = None  # seeded at the first chance event, if any
-    agent_rng = random.Random(f"agent:{seed}")
-    opponent_rng = random.Random(f"opponent:{seed}")
+    chance_rng = SeededOnFirstUse(f"chance:{seed}")
+    agent_rng = SeededOnFirstUse(f"agent:{seed}")
+    opponent_rng = SeededOnFirstUse(f"opponent:{seed}")
     render = game.render
     turns: list[TurnRecord] = []
     seen_rounds = 0
@@ -174,8 +226,6 @@ def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str
         movers = state.to_move()
         if not movers:  # a chance node or the end
             if state.is_chance():
-                if chance_rng is None:
-                    chance_rng = random.Random(f"chance:{seed}")
                 sample_chance(state, chance_rng)
                 continue
             if state.is_terminal():
