@@ -1,10 +1,12 @@
 """Benchmark: scripted games per second through our rollout engine, and TextArena's IPD
 and Kuhn poker played by the same scripted strategies, measured in one run.
 
-Ours: ``run_episodes`` with a ``ScriptedPolicy`` in batches of ``--batch`` episodes. Every
-agent turn goes through the full text path: the observation is rendered into the
-episode's conversation, the policy answers with the action text, the game's parser reads
-it back. The opponent is a scripted strategy acting on its view, as in evaluation.
+Ours: ``run_episodes`` with a ``ScriptedPolicy`` in batches of ``--batch`` episodes, as
+``sepo eval`` plays a scripted policy: the engine's direct path, where the strategy acts
+on its typed view, the game's state machine validates every move, and each agent turn is
+recorded with its observation rendered on demand, when a transcript is written (neither
+side writes one here). The opponent is a scripted strategy acting on its view, as in
+evaluation.
 
 TextArena (if installed): ``ta.make(env_id, ...)``, ``env.reset(num_players=2, seed=s)``,
 then ``env.get_observation()`` / ``env.step(text)`` until done, with the default wrappers

@@ -157,8 +157,7 @@ def run_episodes(
     """Play every spec against ``policy``; results in the order of ``specs``.
 
     ``on_step(finished, total)`` is called after each batched step, or every 64 episodes
-    for a scripted agent (for progress bars).
-    At most ``max_active`` episodes are in play at once (``None``: all of them); a new
+    for a scripted agent (for progress bars). At most ``max_active`` episodes are in play at once (``None``: all of them); a new
     one starts as soon as one ends, so the batch stays full while memory (a local
     model's per-episode key/value caches) stays bounded. A policy with an
     ``end_episodes(indices)`` method is told when episodes end, to free what it keeps
@@ -265,7 +264,7 @@ def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str
             moves = {AGENT: action, OPPONENT: opponent.act(state.view(OPPONENT), opponent_rng)}
         else:
             moves = {AGENT: action}
-        # The state validates both moves again: the opponent may be a user's strategy.
+        # The state validates both moves (the opponent may be a user's strategy).
         state.apply_actions(moves)
     return EpisodeRecord(
         game.facts.name,
