@@ -1,8 +1,11 @@
 # sepo — one entry point for set-up, the main job and the checks CI runs.
 PYTHON ?= python3
-# The CPU build of torch: pinned and installed first so that the `train` extra (whose
-# torch requirement is a range) does not pull a multi-GB CUDA build. On a GPU machine
-# install the torch wheel that fits your CUDA first; pip then keeps it.
+# torch, pinned and installed first, so that the `train` extra (whose torch requirement
+# is a range) resolves to it. On the project's CI machines this pin resolves to a local
+# CPU wheel. From PyPI on Linux the same pin is a CUDA build (several GB): for a CPU-only
+# laptop install the CPU wheel first (pip install torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cpu), on a GPU machine the wheel for your CUDA; pip
+# then keeps it, since 2.13.0+cpu satisfies the pin.
 TORCH ?= torch==2.13.0
 
 .PHONY: install run test check lint format bench

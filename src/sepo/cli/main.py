@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sepo.exact.kuhn import KuhnStrategyError
 from sepo.games import game_names, make_game
@@ -33,16 +35,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-model_app = typer.Typer(help="Build and inspect the embedded default model.", no_args_is_help=True)
+model_app = typer.Typer(help="Build the embedded default model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 data_app = typer.Typer(help="Build training datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 # Wide tables when output is captured (CI logs, files): rich defaults to 80 columns there.
-console = Console() if sys.stdout.isatty() else Console(width=160)
-err_console = Console(stderr=True)
+# No console markup: paths, game text and error messages are printed as written (a
+# "[books, hats, balls]" in an observation or "runs/[exp1]" in a path is not a style).
+console = Console(markup=False) if sys.stdout.isatty() else Console(width=160, markup=False)
+err_console = Console(stderr=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+TRAIN_EXTRA_MODULES = frozenset(
+    {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "openai"}
+)
+"""What the ``train`` extra installs; a command missing one says how to install it."""
+
+MAX_STEPS = 100_000
+"""Most GRPO steps one run takes (TRL's dataset holds one prompt per group and step)."""
 
 
 class UsageError(ValueError):
@@ -68,7 +81,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(
+        Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(2)
 
 
@@ -81,6 +96,12 @@ def cli_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except ImportError as exc:
+            missing = (getattr(exc, "name", None) or "").split(".")[0]
+            if missing in TRAIN_EXTRA_MODULES:
+                fail(f"this command needs {missing}: pip install 'sepo[train]'")
+            first = str(exc).strip().splitlines()
+            fail(first[0] if first else type(exc).__name__)
         except _user_errors() as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if isinstance(exc, OSError) and exc.filename:
@@ -96,6 +117,7 @@ def cli_errors(fn: F) -> F:
 def resolve_games(spec: str) -> list[str]:
     """``all``, one name, or a comma-separated list of registered games."""
     names = game_names() if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    names = list(dict.fromkeys(names))  # "ipd,ipd" is one game
     if not names:
         raise UsageError("no game given")
     for name in names:
@@ -242,7 +264,7 @@ def eval_cmd(
     """Play a policy against every opponent of every pool; print and save the metrics."""
     from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
     from sepo.opponents import POOL_NAMES
-    from sepo.policies.resolve import load_policy
+    from sepo.policies.resolve import is_model_spec, load_policy
     from sepo.rollout.protocol import SamplingConfig
 
     names = resolve_games(game)
@@ -251,11 +273,19 @@ def eval_cmd(
     pools = POOL_NAMES if heldout else tuple(p for p in POOL_NAMES if p != "heldout")
     cfg = EvalConfig(episodes=episodes, seed=seed, pools=pools)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    loaded = {name: load_policy(policy, name, adapter=adapter, sampling=sampling) for name in names}
+    if is_model_spec(policy) or policy == "human":
+        # One model (or person) plays every game: load it once, not once per game.
+        shared = load_policy(policy, names[0], adapter=adapter, sampling=sampling)
+        loaded = dict.fromkeys(names, shared)
+    else:
+        loaded = {n: load_policy(policy, n, adapter=adapter, sampling=sampling) for n in names}
     results = []
     with progress_bar() as bar:
         for name in names:
             task = bar.add_task(f"eval {name}", total=None)
+            restart = getattr(loaded[name].policy, "restart", None)
+            if restart is not None:
+                restart()
             results.append(
                 evaluate_game(
                     name,
@@ -348,8 +378,14 @@ def exploitability(
     if mode not in ("auto", "prompt", "sampled"):
         raise UsageError(f"--mode is auto, prompt or sampled, not {mode!r}")
     make_game(game)
-    if save_strategy is not None and save_strategy.exists():
-        raise UsageError(f"{save_strategy} exists; not overwriting it")
+    if save_strategy is not None:
+        if save_strategy.exists():
+            raise UsageError(f"{save_strategy} exists; not overwriting it")
+        folder = save_strategy.parent
+        if not folder.is_dir():
+            raise UsageError(f"--save-strategy: no such directory {folder}")
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"--save-strategy: {folder} is not writable")
     model = is_model_spec(policy)
     if model and temperature is None:
         temperature = training_temperature(policy)
@@ -401,7 +437,7 @@ def exploitability(
     line = f"exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})"
     if interval is not None:
         line += f", 95% bootstrap interval {interval[0]:.4f}-{interval[1]:.4f}"
-    console.print(f"[bold]{policy}[/] ({mode}): {line}")
+    console.print(Text(policy, style="bold") + Text(f" ({mode}): {line}"))
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
     console.print(format_frequency_table(frequency_table(strategy)), highlight=False)
@@ -427,7 +463,9 @@ def play(
     from sepo.policies.human import HumanPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
 
-    g = make_game(resolve_games(game)[0])
+    if game == "all" or "," in game:
+        raise UsageError("sepo play plays one game; name it with --game")
+    g = make_game(game.strip())
     opp = find_strategy(g.facts.name, opponent)
     pool = next(
         (
@@ -438,7 +476,8 @@ def play(
         "custom",
     )
     console.print(
-        f"[bold]{g.facts.title}[/] against {opp.name}. {g.facts.description}", highlight=False
+        Text(g.facts.title, style="bold") + Text(f" against {opp.name}. {g.facts.description}"),
+        highlight=False,
     )
     (ep,) = run_episodes(
         [EpisodeSpec(g, opp, pool, seed)],
@@ -546,6 +585,7 @@ def sft(
 @app.command()
 @cli_errors
 def train(
+    ctx: typer.Context,
     game: Annotated[
         str, typer.Option(help="A game or a comma-separated list (joint training).")
     ] = "kuhn",
@@ -556,7 +596,7 @@ def train(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="GRPO steps.")] = 25,
+    steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS, help="GRPO steps.")] = 25,
     penalty: Annotated[
         str,
         typer.Option(help="credited | credited_mean | shared | auxiliary | reward_only"),
@@ -587,7 +627,7 @@ def train(
         ),
     ] = None,
     sft_episodes: Annotated[
-        int | None, typer.Option(help="SFT demonstrator episodes per game.")
+        int, typer.Option(min=1, help="SFT demonstrator episodes per game.")
     ] = 400,
     report_to: Annotated[str, typer.Option(help="tensorboard, none, wandb…")] = "tensorboard",
     sft_from: Annotated[
@@ -605,26 +645,53 @@ def train(
     from sepo.train.pipeline import TrainSettings, run_pipeline
 
     if resume is not None:
+        given = [
+            p.opts[0]
+            for p in ctx.command.params
+            if p.name not in ("ctx", "resume")
+            and getattr(ctx.get_parameter_source(p.name or ""), "name", "") == "COMMANDLINE"
+        ]
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its saved settings; drop {', '.join(given)}"
+            )
         config = resume / "config.json"
         if not config.exists():
             raise UsageError(f"{resume} holds no run to resume (no config.json)")
         settings = TrainSettings.from_json(json.loads(config.read_text())["settings"])
         settings = dataclasses.replace(settings, out=str(resume))
     else:
+        # Every check comes before anything is written or deleted.
         if penalty not in PENALTY_VARIANTS:
             raise UsageError(f"--penalty must be one of {', '.join(PENALTY_VARIANTS)}")
         if scale not in SCALE_VARIANTS:
             raise UsageError(f"--scale must be one of {', '.join(SCALE_VARIANTS)}")
-        if not (model == "tiny" or model.startswith("hf:")):
+        if not (model == "tiny" or (model.startswith("hf:") and model[3:].strip())):
             raise UsageError("--model is tiny or hf:PATH_OR_ID")
+        if lr is not None and not lr > 0:
+            raise UsageError(f"--lr must be positive, not {lr}")
+        if beta is not None and not beta >= 0:
+            raise UsageError(f"--beta must be zero or positive, not {beta}")
+        games = tuple(resolve_games(game))
+        if sft_from is not None:
+            if not (sft_from / "config.json").is_file():
+                raise UsageError(f"--sft-from {sft_from} holds no run (no config.json)")
+            if sft_from.resolve() == out.resolve():
+                raise UsageError("--sft-from and --out are the same directory")
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a directory")
         if out.exists() and any(out.iterdir()):
+            if not (out / "config.json").is_file():
+                raise UsageError(
+                    f"--out {out} holds files that are not a sepo run; not touching them"
+                )
             if not overwrite:
                 raise UsageError(
                     f"{out} already holds a run; pass --resume {out}, --overwrite, or another --out"
                 )
             shutil.rmtree(out)
         settings = TrainSettings(
-            games=tuple(resolve_games(game)),
+            games=games,
             model=model,
             out=str(out),
             seed=seed,

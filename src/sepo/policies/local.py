@@ -383,6 +383,13 @@ class LocalModelPolicy:
                 continue
             start = chunk.stop
 
+    def restart(self) -> None:
+        """Start afresh, as if just loaded: no cached conversations, and the call counter
+        that seeds sampling back at 0. ``sepo eval`` loads a model once and restarts it
+        before each game, so a game's results do not depend on the games played before."""
+        self.forget()
+        self._calls = 0
+
     def forget(self, keys: Sequence[Hashable] | None = None) -> None:
         """Drop cached conversations (all of them when ``keys`` is None)."""
         if keys is None:

@@ -69,7 +69,7 @@ class TrainSettings:
     card, see :data:`sepo.train.sft.TINY_DEFAULTS`)."""
     steps: int = 25
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget
-    (about 7 s a step on 2 cores, the whole job about 8 minutes). 50 steps, or 25 with
+    (about 7 s a step on 2 cores, the whole job about 9 minutes). 50 steps, or 25 with
     ``group_size`` 8, did not end less exploitable on the main job (README, Training)."""
     group_size: int = 4
     temperature: float | None = None
@@ -297,9 +297,15 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
 
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
-    if s.sft_from is not None:
+    if s.sft_from is not None and not (out / "sft" / "sft_result.json").is_file():
+        # Once copied, the stages are this run's own: a resume no longer needs the source.
         copy_sft_stages(s, Path(s.sft_from), out)
+    # Seconds spent in each stage, summed over the invocations that built this run (a
+    # resumed run adds to what the interrupted one spent; a finished stage adds ~0).
+    timings_file = out / "timings.json"
     timings: dict[str, float] = {}
+    if resume and timings_file.is_file():
+        timings = {k: float(v) for k, v in json.loads(timings_file.read_text()).items()}
     (out / "config.json").write_text(
         json.dumps(
             {
@@ -317,7 +323,8 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         log(f"[{name}]")
 
         def done() -> None:
-            timings[name] = round(time.time() - t0, 1)
+            timings[name] = round(timings.get(name, 0.0) + time.time() - t0, 1)
+            timings_file.write_text(json.dumps(timings, indent=2) + "\n")
 
         return done
 
