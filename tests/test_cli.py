@@ -168,6 +168,7 @@ def test_play_reads_moves_and_survives_end_of_input() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Final score" in result.output
+    assert "- Round 8:" in result.output  # the last round's outcome is shown too
 
 
 def test_tiny_and_hf_paths_write_the_same_schema(tmp_path: Path) -> None:

@@ -406,6 +406,7 @@ def exploitability(
         strategy = extract_prompt_strategy(loaded.policy, sampling.temperature)
     elif loaded.strategy is not None:
         strategy = loaded.strategy
+        mode = "exact"  # the strategy itself; nothing is extracted
     else:
         raise UsageError(
             f"--mode prompt needs a local model or a Kuhn strategy; use --mode sampled for {policy}"
@@ -459,6 +460,7 @@ def play(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Play a game yourself against a scripted opponent in the terminal."""
+    from sepo.core.types import View
     from sepo.opponents import find_strategy, pools_for
     from sepo.policies.human import HumanPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
@@ -483,6 +485,21 @@ def play(
         [EpisodeSpec(g, opp, pool, seed)],
         HumanPolicy(write=lambda s: console.print(s, highlight=False)),
     )
+    # The rounds that ended after your last move (at least the last one) were never shown.
+    last_seen = ep.turns[-1].round if ep.turns else 0
+    final = View(
+        game=g.facts.name,
+        player=0,
+        round=len(ep.rounds),
+        rounds=g.facts.rounds,
+        history=ep.rounds,
+        legal=(),
+        scores=(ep.agent_total, ep.opponent_total),
+    )
+    round_line: Callable[[Any, View], str] | None = getattr(g, "round_line", None)
+    if round_line is not None:  # the built-in games' text layer has it
+        for r in ep.rounds[last_seen:]:
+            console.print(round_line(r, final), highlight=False)
     console.print(
         f"\nFinal score: you {ep.agent_total:g}, {opp.name} {ep.opponent_total:g} "
         f"({ep.invalid_turns} unparsed answers)."
