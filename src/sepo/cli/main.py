@@ -334,7 +334,9 @@ def exploitability(
     policy: Annotated[
         str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR], hf:PATH or openai:…")
     ],
-    game: Annotated[str, typer.Option(help="Only kuhn has exact exploitability.")] = "kuhn",
+    game: Annotated[
+        str, typer.Option(help="kuhn, or ipd: the worst case of a scripted strategy.")
+    ] = "kuhn",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     adapter: Annotated[str | None, typer.Option()] = None,
     save_strategy: Annotated[
@@ -361,7 +363,9 @@ def exploitability(
     episodes: Annotated[int, typer.Option(min=1, help="Episodes for --mode sampled.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of --mode sampled.")] = 0,
 ) -> None:
-    """Exact exploitability of a Kuhn policy and each seat's best-response value."""
+    """Exact exploitability of a Kuhn policy and each seat's best-response value; for
+    ``--game ipd``, a scripted strategy's worst-case exploitability (best-response
+    advantage per round, by dynamic programming over the history tree)."""
     from sepo.exact.kuhn import exploitability as exact_exploitability
     from sepo.exact.kuhn import format_frequency_table, frequency_table
     from sepo.policies.extract import (
@@ -373,8 +377,13 @@ def exploitability(
     from sepo.policies.resolve import is_model_spec, load_policy, training_temperature
     from sepo.rollout.protocol import SamplingConfig
 
+    if game == "ipd":
+        _ipd_exploitability(policy, as_json)
+        return
     if game != "kuhn":
-        raise UsageError(f"exact exploitability is implemented for kuhn only, not {game!r}")
+        raise UsageError(
+            f"exact exploitability is implemented for kuhn and ipd (worst case), not {game!r}"
+        )
     if mode not in ("auto", "prompt", "sampled"):
         raise UsageError(f"--mode is auto, prompt or sampled, not {mode!r}")
     make_game(game)
@@ -450,6 +459,35 @@ def exploitability(
         for key in sampled.counts:
             low, high = sampled.ci95[key]
             console.print(f"  {key:<5}{sampled.counts[key]:>6}  {low:.3f}-{high:.3f}")
+
+
+def _ipd_exploitability(policy: str, as_json: bool) -> None:
+    from sepo.exact.ipd import NotExactError, ipd_exploitability
+    from sepo.policies.resolve import load_policy
+
+    if not policy.startswith("scripted:"):
+        raise UsageError(
+            "IPD worst-case exploitability needs the policy's exact probabilities at all "
+            "21,845 histories: scripted:NAME (or scripted:module:attr) only"
+        )
+    strategy = getattr(load_policy(policy, "ipd").policy, "strategy", None)
+    if strategy is None:
+        raise UsageError(f"{policy} is not a strategy")
+    try:
+        result = ipd_exploitability(strategy)
+    except NotExactError as exc:
+        raise UsageError(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps({"policy": policy, "game": "ipd", **result.to_json()}))
+        return
+    console.print(
+        Text(policy, style="bold")
+        + Text(
+            f" (ipd, worst case): exploitability {result.exploitability:.6f} per round "
+            f"(best response's advantage {result.advantage:+.6f}; it earns "
+            f"{result.opponent_payoff:.4f} a round, the agent {result.agent_payoff:.4f})"
+        )
+    )
 
 
 @app.command()

@@ -41,9 +41,16 @@ class Scripted:
     name: str
     fn: Callable[[View, random.Random], Action]
     doc: str = ""
+    probabilities: Callable[[View], Mapping[Action, float]] | None = None
+    """For a strategy that draws from its RNG: the exact distribution ``fn`` samples from
+    at ``view`` (exact metrics need it, e.g. IPD's worst-case exploitability). A
+    deterministic strategy leaves it ``None``."""
 
     def act(self, view: View, rng: random.Random) -> Action:
         return self.fn(view, rng)
+
+    def action_probabilities(self, view: View) -> Mapping[Action, float] | None:
+        return None if self.probabilities is None else self.probabilities(view)
 
 
 def catalogue(*strategies: Strategy) -> dict[str, Strategy]:

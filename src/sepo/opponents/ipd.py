@@ -25,6 +25,12 @@ def _generous_tit_for_tat(v: View, rng: random.Random) -> Action:
     return C if rng.random() < 0.25 else D
 
 
+def _generous_tit_for_tat_probabilities(v: View) -> dict[Action, float]:
+    if not v.history or v.history[-1].action_of(v.opponent) == C:
+        return {C: 1.0, D: 0.0}
+    return {C: 0.25, D: 0.75}
+
+
 def _grim_trigger(v: View, rng: random.Random) -> Action:
     return D if D in v.their_actions() else C
 
@@ -59,8 +65,14 @@ GENEROUS_TIT_FOR_TAT = Scripted(
     "generous_tit_for_tat",
     _generous_tit_for_tat,
     "TitForTat that forgives a defection with p=0.25.",
+    probabilities=_generous_tit_for_tat_probabilities,
 )
-RANDOM = Scripted("random", lambda v, rng: C if rng.random() < 0.5 else D, "Cooperates with p=0.5.")
+RANDOM = Scripted(
+    "random",
+    lambda v, rng: C if rng.random() < 0.5 else D,
+    "Cooperates with p=0.5.",
+    probabilities=lambda v: {C: 0.5, D: 0.5},
+)
 GRIM_TRIGGER = Scripted(
     "grim_trigger", _grim_trigger, "Cooperates until the first defection, then defects forever."
 )

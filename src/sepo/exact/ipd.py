@@ -1,0 +1,163 @@
+"""Worst-case exploitability in the iterated prisoner's dilemma (SPEC §4, beyond the paper).
+
+SPEC's Exploit (e) measures the agent against a fixed exploit pool, which is not the
+worst case: a scripted TitForTat has e = 0.3125 against AlwaysDefect and
+AlternatingDefect, but an opponent that cooperates for seven rounds and defects in the
+last one gains more. Here the opponent is the best response to the agent's policy,
+found by dynamic programming over the history tree.
+
+The IPD is not zero-sum, so "exploiting" means what e means: the opponent maximises its
+advantage Σ (u_o − u_π) over the episode, knowing the agent's policy and seeing every
+earlier round (it moves simultaneously with the agent in each round). For each joint
+history h of the rounds played so far,
+
+    V(h) = max over the opponent's move b of
+           Σ over the agent's move a of π(a | h) · [(u_o − u_π)(a, b) + V(h + (a, b))],
+
+with V = 0 after the last round. The worst-case exploitability is max(0, V(∅)) / rounds,
+the advantage per round as in e, so the two are on the same scale (e ≤ this, for any
+exploit pool). The tree has Σ 4^k = 21,845 decision nodes for 8 rounds; each needs the
+agent's action probabilities there, which a scripted strategy gives exactly
+(deterministic strategies by construction, stochastic ones through
+``action_probabilities``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sepo.core.types import Action, State, Strategy, View
+from sepo.games import make_game
+from sepo.games.ipd import COOPERATE, DEFECT, IPD
+
+MOVES: tuple[Action, Action] = (COOPERATE, DEFECT)
+
+
+class NotExactError(ValueError):
+    """The policy's action probabilities are not available exactly."""
+
+
+class _NoDraws(random.Random):
+    """An RNG that refuses to be drawn from: proves a strategy deterministic at a view."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def random(self) -> float:
+        raise _Drew
+
+    def getrandbits(self, k: int, /) -> int:
+        raise _Drew
+
+
+class _Drew(Exception):
+    pass
+
+
+def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
+    """The exact distribution ``strategy`` plays at ``view``.
+
+    A strategy that does not touch its RNG there plays its action with probability 1;
+    one that draws must say what it draws from (``action_probabilities(view)``, as the
+    built-in stochastic strategies do), else :class:`NotExactError`.
+    """
+    declared = getattr(strategy, "action_probabilities", None)
+    probs: Mapping[Action, float] | None = declared(view) if declared is not None else None
+    if probs is None:
+        try:
+            action = strategy.act(view, _NoDraws())
+        except _Drew:
+            raise NotExactError(
+                f"strategy {strategy.name} draws random numbers and declares no "
+                "action_probabilities(view); its exact worst case cannot be computed"
+            ) from None
+        probs = {action: 1.0}
+    out = {a: float(probs.get(a, 0.0)) for a in view.legal}
+    if abs(sum(out.values()) - 1.0) > 1e-9 or any(p < 0 for p in out.values()):
+        raise NotExactError(
+            f"strategy {strategy.name} gives probabilities {dict(probs)} over the legal "
+            f"moves {list(view.legal)} at round {view.round + 1}"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class IPDExploitability:
+    """The best response to an agent's IPD policy and what it achieves (per round)."""
+
+    exploitability: float
+    """max(0, best-response advantage) per round: ū_o − ū_π under the best response."""
+    advantage: float
+    """The best response's advantage per round before the max(0, ·)."""
+    agent_payoff: float
+    """The agent's mean payoff per round against its best response."""
+    opponent_payoff: float
+    """The best response's mean payoff per round."""
+    rounds: int
+    best_response: dict[str, str]
+    """The opponent's move at each history reached with positive probability, keyed by
+    the joint history so far as ``a1b1,a2b2,…`` with C/D for each move (agent first)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exploitability": self.exploitability,
+            "advantage": self.advantage,
+            "agent_payoff": self.agent_payoff,
+            "opponent_payoff": self.opponent_payoff,
+            "rounds": self.rounds,
+        }
+
+
+def _key(history: tuple[tuple[Action, Action], ...]) -> str:
+    return ",".join(f"{str(a)[0]}{str(b)[0]}" for a, b in history)
+
+
+def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploitability:
+    """Exact worst-case exploitability of ``strategy`` as the IPD's player 0 (module doc)."""
+    ipd = game if game is not None else make_game("ipd")
+    if ipd.facts.name != "ipd":
+        raise ValueError(f"worst-case exploitability here is for ipd, not {ipd.facts.name}")
+    rounds = ipd.facts.rounds
+    plan: dict[str, str] = {}
+
+    def solve(
+        state: State, history: tuple[tuple[Action, Action], ...], reach: float
+    ) -> tuple[float, float, float]:
+        """(advantage, agent payoff, opponent payoff) from ``state`` on, best response."""
+        if state.is_terminal():
+            return 0.0, 0.0, 0.0
+        pi = action_probabilities(strategy, state.view(0))
+        best: tuple[float, float, float] | None = None
+        best_move: Action = COOPERATE
+        for b in MOVES:
+            total = [0.0, 0.0, 0.0]
+            for a in MOVES:
+                p = pi[a]
+                if p == 0.0:
+                    continue
+                child = state.clone()
+                child.apply_actions({0: a, 1: b})
+                u_agent, u_opp = child.history[-1].payoffs
+                adv, ua, uo = solve(child, (*history, (a, b)), reach * p)
+                total[0] += p * (u_opp - u_agent + adv)
+                total[1] += p * (u_agent + ua)
+                total[2] += p * (u_opp + uo)
+            if best is None or total[0] > best[0] + 1e-12:
+                best, best_move = (total[0], total[1], total[2]), b
+        if reach > 0:
+            plan[_key(history)] = str(best_move)
+        assert best is not None
+        return best
+
+    advantage, agent, opponent = solve(ipd.new_state(), (), 1.0)
+    return IPDExploitability(
+        exploitability=max(0.0, advantage) / rounds,
+        advantage=advantage / rounds,
+        agent_payoff=agent / rounds,
+        opponent_payoff=opponent / rounds,
+        rounds=rounds,
+        best_response=plan,
+    )
