@@ -118,3 +118,20 @@ def test_a_strategy_that_draws_without_declaring_its_probabilities_is_refused() 
     coin = Scripted("coin", lambda v, rng: MOVES[rng.random() < 0.3])
     with pytest.raises(NotExactError, match="declares no action_probabilities"):
         ipd_exploitability(coin)
+
+
+def test_cli_reports_the_worst_case_and_refuses_models() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from sepo.cli.main import app
+
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["exploitability", "--game", "ipd", "--policy", "scripted:tit_for_tat", "--json"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["exploitability"] == 0.625
+    refused = runner.invoke(app, ["exploitability", "--game", "ipd", "--policy", "tiny"])
+    assert refused.exit_code == 2 and "scripted:NAME" in refused.output
