@@ -4,7 +4,10 @@
   reference strategy, see ``sepo.opponents.BASELINES``), or ``scripted:module:attr``.
 - ``strategy:FILE.json`` — a Kuhn behavioural strategy file (12 information sets).
 - ``tiny`` / ``tiny:DIR`` — the embedded default model (``sepo model init``).
-- ``hf:PATH_OR_ID`` — a transformers causal LM, optionally with ``--adapter DIR``.
+- ``hf:PATH_OR_ID`` — a transformers causal LM, optionally with ``--adapter DIR``. A
+  local folder must hold ``config.json`` (or an adapter's ``adapter_config.json``);
+  an argument that looks like a path (:func:`looks_like_path`) and does not exist is
+  an error, not a Hub id.
 - ``openai:MODEL@BASE_URL`` — an OpenAI-compatible chat-completions server.
 - ``human`` — a person at the terminal.
 
@@ -13,6 +16,7 @@ Model backends import torch/transformers lazily, only when named.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +49,42 @@ def training_temperature(model_spec: str) -> float:
     return 0.8 if model_spec.startswith("hf:") else 1.0
 
 
+MODEL_DIR_MARKERS = ("config.json", "adapter_config.json")
+"""Files one of which a local model folder holds: a model's ``config.json``, or an adapter
+folder's ``adapter_config.json`` (its base model is loaded from what that file names)."""
+
+
+def looks_like_path(ident: str) -> bool:
+    """Whether a model argument is meant as a local path rather than a Hub id.
+
+    Hub ids are ``name`` or ``org/name``: never more than one ``/``, never a leading
+    ``/``, ``.`` or ``~`` (the Hub forbids names that start with ``.``), never a
+    Windows separator.
+    """
+    separators = {os.sep, os.altsep or os.sep} - {"/"}
+    return (
+        ident.startswith(("/", ".", "~"))
+        or ident.count("/") > 1
+        or any(sep in ident for sep in separators)
+    )
+
+
+def check_model_path(ident: str) -> None:
+    """Refuse, with a one-line :class:`PolicySpecError`, a model argument that names a
+    local path which is not a model: a missing path (when ``ident`` looks like a path,
+    see :func:`looks_like_path`), a file, or a folder with neither ``config.json`` nor
+    ``adapter_config.json``. A Hub id that is not a local path passes."""
+    path = Path(ident).expanduser()
+    if not path.exists():
+        if looks_like_path(ident):
+            raise PolicySpecError(f"no such model directory: {ident}")
+        return
+    if not path.is_dir():
+        raise PolicySpecError(f"{ident} is not a model directory (it is a file)")
+    if not any((path / marker).is_file() for marker in MODEL_DIR_MARKERS):
+        raise PolicySpecError(f"{ident} is not a model directory (no config.json)")
+
+
 def load_policy(
     spec: str,
     game: str,
@@ -75,19 +115,26 @@ def load_policy(
 
         return LoadedPolicy(HumanPolicy())
     if kind in ("tiny", "hf"):
+        if kind == "hf" and not target.strip():
+            raise PolicySpecError("hf: needs a model path or hub id, e.g. hf:Qwen/Qwen2.5-0.5B")
         path = target or str(DEFAULT_TINY_DIR)
-        if kind == "tiny" and not Path(path).is_dir():
+        if kind == "tiny" and not Path(path).expanduser().is_dir():
             raise PolicySpecError(
                 f"no tiny model at {path}; build one with `sepo model init --out {path}`"
             )
+        check_model_path(path)
         from sepo.policies.local import LocalModelPolicy
 
         try:
             policy = LocalModelPolicy.load(path, adapter=adapter, sampling=sampling, name=spec)
-        except OSError as exc:
-            raise PolicySpecError(
-                f"cannot load model {path!r}: {str(exc).splitlines()[0]}"
-            ) from None
+        except (OSError, ValueError) as exc:
+            # transformers says "not found" with OSError and "not a model / no tokenizer"
+            # with ValueError: both are bad input, not bugs. Its messages run over several
+            # lines ("one of: (1) … (2) …"), so they are kept whole, on one line.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if len(reason) > 400:
+                reason = reason[:399] + "…"
+            raise PolicySpecError(f"cannot load model {path!r}: {reason}") from None
         return LoadedPolicy(policy)
     if kind == "openai":
         from sepo.policies.openai_compat import OpenAICompatPolicy
