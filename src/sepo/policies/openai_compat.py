@@ -11,8 +11,22 @@ behaviour under faults is explicit and testable:
   exponential backoff plus jitter from a seeded RNG;
 - other 4xx answers (a bad request will stay bad) are not retried;
 - a request that still fails returns ``""`` (which the engine counts as invalid and
-  sends to :meth:`OpenAICompatPolicy.recover`) and increments ``api/failures``. Nothing
-  raises and every wait is bounded.
+  sends to :meth:`OpenAICompatPolicy.recover`) and increments ``api/failures``. Every
+  wait is bounded, and nothing raises, with one exception:
+- **fail fast when the server is not there at all.** If no request of this policy has
+  ever succeeded and ``ClientConfig.unreachable_after`` requests (default 8, one batch
+  at the default concurrency) have failed for good on a *connection failure* —
+  connection refused, a DNS lookup that fails, a TLS or other connect error, a
+  connect timeout — the policy raises :class:`ChatServerUnreachable` ("cannot reach
+  the chat server at URL: reason"). HTTP errors (5xx, 4xx), read timeouts of a server
+  that accepted the connection, and malformed replies never count: the server is
+  there. The rule judges requests after their retries, so a server that is still
+  starting gets the full backoff of each request first; once it trips, requests still
+  queued or waiting to retry stop at once. After the first success it is off for good:
+  a server that goes away mid-run gives invalid turns as above. Without it an
+  evaluation against a wrong URL would retry every decision for hours and then report
+  a table of invalid turns. ``ChatServerUnreachable`` is a ``ConnectionError`` (an
+  ``OSError``), which the CLI reports as one line with exit status 2.
 
 Requests of one batch run concurrently in a thread pool (``max_concurrency``). The
 API key comes from ``SEPO_API_KEY``, else ``OPENAI_API_KEY``, else ``"EMPTY"`` (local
@@ -33,8 +47,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,16 +123,58 @@ class ClientConfig:
     """Each wait is multiplied by a uniform factor in ``[1, 1 + jitter]`` (seeded)."""
     max_concurrency: int = 8
     """Requests in flight at once."""
+    unreachable_after: int = 8
+    """Raise :class:`ChatServerUnreachable` once this many requests failed to connect at
+    all while none has succeeded yet (module docstring); 0 never raises."""
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.backoff_s < 0 or self.backoff_max_s < 0:
             raise ValueError("timeouts and backoff must be positive")
         if self.max_retries < 0 or self.max_concurrency < 1 or self.jitter < 0:
             raise ValueError("max_retries >= 0, max_concurrency >= 1 and jitter >= 0 required")
+        if self.unreachable_after < 0:
+            raise ValueError("unreachable_after >= 0 required")
 
 
 class _MalformedReply(Exception):
     """The server answered 200 but the reply has no usable choice or content."""
+
+
+class ChatServerUnreachable(ConnectionError):
+    """The chat server could not be reached at all: no request of the policy has
+    succeeded and ``ClientConfig.unreachable_after`` requests failed to connect.
+
+    A ``ConnectionError`` (so an ``OSError``): the CLI reports it as one line, exit 2.
+    """
+
+
+_CONNECT_FAILURES = frozenset({"ConnectError", "ConnectTimeout"})
+"""Names of the transport's connect-phase exceptions (httpx's and httpcore's, and their
+forks'); matched by name so that the check does not depend on which HTTP library the
+SDK wraps."""
+
+
+def connect_failure_reason(err: BaseException) -> str | None:
+    """Why ``err`` means the server could not be reached at all, or ``None``.
+
+    It does when the exception or one of its causes is a connect-phase error of the
+    transport (``ConnectError``, ``ConnectTimeout``), a refused connection or a failed
+    DNS lookup; the reason is that cause's message (``[Errno 111] Connection refused``).
+    A read timeout, an HTTP status or a malformed reply is not one.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if type(link).__name__ in _CONNECT_FAILURES or isinstance(
+            link, (ConnectionRefusedError, socket.gaierror)
+        ):
+            text = str(link).strip()
+            if type(link).__name__ == "ConnectTimeout":
+                return f"connection timed out{': ' + text if text else ''}"
+            return text.splitlines()[0] if text else type(link).__name__
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def api_key_from_env() -> str:
@@ -161,6 +217,10 @@ class OpenAICompatPolicy:
         self.stats = PolicyStats()
         self._lock = threading.Lock()
         self._calls = 0
+        self._succeeded = False
+        self._connect_failures = 0
+        self._unreachable: ChatServerUnreachable | None = None
+        self._abort = threading.Event()
         self._openai = openai
         self._client = openai.OpenAI(
             api_key=api_key if api_key is not None else api_key_from_env(),
@@ -252,22 +312,54 @@ class OpenAICompatPolicy:
     def _complete_one(self, messages: list[Message], seed: int, rng: random.Random) -> str:
         cfg = self.config
         for attempt in range(cfg.max_retries + 1):
+            self._raise_if_unreachable()
             self._add("api/requests")
             try:
-                return self._request(messages, seed)
+                answer = self._request(messages, seed)
             except Exception as err:
                 retryable = self._is_retryable(err)
                 logger.debug("chat completion attempt %d failed: %r", attempt + 1, err)
                 if not retryable or attempt == cfg.max_retries:
                     self._add("api/failures")
+                    reason = connect_failure_reason(err)
                     logger.warning(
-                        "chat completion failed after %d attempt(s): %s", attempt + 1, err
+                        "chat completion failed after %d attempt(s): %s",
+                        attempt + 1,
+                        f"{err} ({reason})" if reason else err,
                     )
+                    self._count_connect_failure(reason)
                     return ""
+            else:
+                self._succeeded = True
+                return answer
             self._add("api/retries")
             wait = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
-            time.sleep(wait * (1.0 + cfg.jitter * rng.random()))
+            # An Event, not time.sleep: a fail-fast elsewhere ends this wait at once.
+            self._abort.wait(wait * (1.0 + cfg.jitter * rng.random()))
         return ""  # unreachable: the loop returns on its last attempt
+
+    def _count_connect_failure(self, reason: str | None) -> None:
+        """The fail-fast rule of the module docstring, for a request that failed for good
+        (``reason``: its connection failure, ``None`` when it was not one)."""
+        threshold = self.config.unreachable_after
+        if reason is None or threshold == 0:
+            return
+        with self._lock:
+            self._connect_failures += 1
+            if self._succeeded or self._connect_failures < threshold:
+                return
+            if self._unreachable is None:
+                self._unreachable = ChatServerUnreachable(
+                    f"cannot reach the chat server at {self.base_url}: {reason} "
+                    f"({self._connect_failures} requests failed to connect, none succeeded)"
+                )
+                self._abort.set()
+        self._raise_if_unreachable()
+
+    def _raise_if_unreachable(self) -> None:
+        error = self._unreachable
+        if error is not None:
+            raise ChatServerUnreachable(*error.args)
 
     def _request(self, messages: list[Message], seed: int) -> str:
         s = self.sampling
