@@ -118,7 +118,7 @@ def test_eval_kuhn_strategy_file_has_exact_block(tmp_path: Path) -> None:
         ["eval", "--game", "ipd", "--policy", "tiny:/nonexistent/dir"],
         ["eval", "--game", "ipd", "--policy", "openai:no-url@"],
         ["eval", "--game", "ipd", "--out", "/proc/forbidden"],
-        ["exploitability", "--game", "ipd", "--policy", "scripted:tit_for_tat"],
+        ["exploitability", "--game", "auction", "--policy", "scripted:value_bid"],
         ["exploitability", "--policy", "strategy:/nonexistent.json"],
         ["play", "--game", "kuhn", "--opponent", "nobody"],
         ["train", "--penalty", "sometimes"],
