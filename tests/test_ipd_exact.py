@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,22 @@ def test_cli_reports_the_worst_case_and_refuses_models() -> None:
     assert json.loads(ok.output)["exploitability"] == 0.625
     refused = runner.invoke(app, ["exploitability", "--game", "ipd", "--policy", "tiny"])
     assert refused.exit_code == 2 and "scripted:NAME" in refused.output
+
+
+def test_a_user_module_strategy_is_solved_through_its_wrapper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ipd_user_strats.py").write_text(
+        "class Tft:\n"
+        "    name = 'my_tft'\n"
+        "    def act(self, view, rng):\n"
+        "        return view.history[-1].action_of(1) if view.history else 'COOPERATE'\n"
+        "class Coin:\n"
+        "    name = 'coin'\n"
+        "    def act(self, view, rng):\n"
+        "        return 'COOPERATE' if rng.random() < 0.3 else 'DEFECT'\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert ipd_exploitability(find_strategy("ipd", "ipd_user_strats:Tft")).exploitability == 0.625
+    with pytest.raises(NotExactError):  # not the wrapper's "raised in act()" error
+        ipd_exploitability(find_strategy("ipd", "ipd_user_strats:Coin"))

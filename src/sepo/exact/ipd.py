@@ -53,8 +53,8 @@ class _NoDraws(random.Random):
         raise _Drew
 
 
-class _Drew(Exception):
-    pass
+class _Drew(BaseException):
+    """Not an ``Exception``: passes through wrappers that report a strategy's own errors."""
 
 
 def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
