@@ -157,11 +157,11 @@ def run_episodes(
     """Play every spec against ``policy``; results in the order of ``specs``.
 
     ``on_step(finished, total)`` is called after each batched step, or every 64 episodes
-    for a scripted agent (for progress bars). At most ``max_active`` episodes are in play at once (``None``: all of them); a new
-    one starts as soon as one ends, so the batch stays full while memory (a local
-    model's per-episode key/value caches) stays bounded. A policy with an
-    ``end_episodes(indices)`` method is told when episodes end, to free what it keeps
-    for them.
+    for a scripted agent (for progress bars). At most ``max_active`` episodes are in
+    play at once (``None``: all of them); a new one starts as soon as one ends, so the
+    batch stays full while memory (a local model's per-episode key/value caches) stays
+    bounded. A policy with an ``end_episodes(indices)`` method is told when episodes
+    end, to free what it keeps for them.
     """
     if max_active is not None and max_active < 1:
         raise ValueError(f"max_active must be at least 1, not {max_active}")
