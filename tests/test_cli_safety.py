@@ -164,3 +164,16 @@ def test_a_missing_train_extra_is_one_line_with_the_install_command(tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "pip install 'sepo[train]'" in proc.stderr
+
+
+def test_an_adapter_folder_without_adapter_config_is_refused(tmp_path: Path) -> None:
+    from sepo.policies.resolve import PolicySpecError, load_policy
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    not_adapter = tmp_path / "not-adapter"
+    not_adapter.mkdir()
+    for adapter in (str(not_adapter), str(tmp_path / "missing")):
+        with pytest.raises(PolicySpecError, match="not a PEFT adapter folder"):
+            load_policy(f"hf:{model}", "kuhn", adapter=adapter)

@@ -123,6 +123,13 @@ def load_policy(
                 f"no tiny model at {path}; build one with `sepo model init --out {path}`"
             )
         check_model_path(path)
+        if adapter is not None:
+            folder = Path(adapter).expanduser()
+            local = folder.exists() or looks_like_path(adapter)  # else a Hub id: PEFT loads it
+            if local and not (folder / "adapter_config.json").is_file():
+                raise PolicySpecError(
+                    f"--adapter {adapter} is not a PEFT adapter folder (no adapter_config.json)"
+                )
         from sepo.policies.local import LocalModelPolicy
 
         try:
