@@ -209,7 +209,8 @@ def test_train_sft_from_checks_the_earlier_run(tmp_path: Path) -> None:
     from sepo.train.pipeline import TrainSettings
 
     missing = _fails(["train", "--out", str(tmp_path / "a"), "--sft-from", str(tmp_path / "x")])
-    assert "no run" in missing
+    assert "no sepo run" in missing
+    assert not (tmp_path / "a").exists()  # checked before anything is written
     earlier = tmp_path / "earlier"
     (earlier / "sft").mkdir(parents=True)
     (earlier / "sft" / "sft_result.json").write_text("{}")
@@ -266,7 +267,7 @@ def test_bad_adapters_are_one_line_errors(tmp_path: Path) -> None:
     model = tmp_path / "tiny"
     _ok(["model", "init", "--out", str(model)])
     base = ["eval", "--game", "kuhn", "--policy", f"hf:{model}", "--episodes", "1"]
-    assert "no PEFT adapter" in _fails([*base, "--adapter", str(tmp_path / "missing")])
+    assert "not a PEFT adapter" in _fails([*base, "--adapter", str(tmp_path / "missing")])
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")

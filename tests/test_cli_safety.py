@@ -43,10 +43,26 @@ def test_train_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path: Path
     assert (precious / "thesis.tex").read_text() == "x"
 
 
+def test_a_model_folder_is_not_taken_for_a_run(tmp_path: Path) -> None:
+    model = tmp_path / "qwen"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "model.safetensors").write_text("weights")
+    assert "not a sepo run" in _fails(["train", "--out", str(model), "--overwrite"])
+    assert "no sepo run" in _fails(["train", "--resume", str(model)])
+    (model / "config.json").write_text("{not json")
+    assert "no sepo run" in _fails(["train", "--resume", str(model)])
+    assert (model / "model.safetensors").read_text() == "weights"
+
+
 def test_train_checks_every_option_before_deleting_a_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _fake_run(run)
+    unfinished = tmp_path / "unfinished"  # a run without a finished SFT stage
+    _fake_run(unfinished)
     for args in (
+        ["--sft-from", str(unfinished)],
+        ["--model", "hf:/nonexistent/model"],
         ["--sft-from", str(tmp_path / "missing")],
         ["--sft-from", str(run)],  # the source is the run to be replaced
         ["--lr", "-1"],

@@ -155,3 +155,32 @@ def test_a_user_module_strategy_is_solved_through_its_wrapper(
     assert ipd_exploitability(find_strategy("ipd", "ipd_user_strats:Tft")).exploitability == 0.625
     with pytest.raises(NotExactError):  # not the wrapper's "raised in act()" error
         ipd_exploitability(find_strategy("ipd", "ipd_user_strats:Coin"))
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        Scripted("raises", lambda v, rng: "COOPERATE", probabilities=lambda v: {}[0]),
+        Scripted("a_list", lambda v, rng: "COOPERATE", probabilities=lambda v: [0.5, 0.5]),  # type: ignore[arg-type,return-value]
+        Scripted("unhashable", lambda v, rng: ["COOPERATE"]),  # type: ignore[arg-type,return-value]
+        Scripted("illegal", lambda v, rng: "cooperate"),
+        Scripted(
+            "negative",
+            lambda v, rng: "C",
+            probabilities=lambda v: {"COOPERATE": 1.5, "DEFECT": -0.5},
+        ),
+    ],
+    ids=lambda s: s.name,
+)
+def test_a_strategy_that_misbehaves_is_a_clear_error(strategy: Scripted) -> None:
+    with pytest.raises(NotExactError, match=strategy.name):
+        ipd_exploitability(strategy)
+
+
+def test_records_stay_hashable() -> None:
+    game = make_game("ipd")
+    (ep,) = run_episodes(
+        [EpisodeSpec(game, find_strategy("ipd", "random"), "train", 3)],
+        ScriptedPolicy(find_strategy("ipd", "tit_for_tat")),
+    )
+    assert hash(ep) == hash(ep) and len({ep, ep}) == 1

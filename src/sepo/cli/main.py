@@ -378,6 +378,11 @@ def exploitability(
     from sepo.rollout.protocol import SamplingConfig
 
     if game == "ipd":
+        if save_strategy or adapter or temperature is not None or mode != "auto":
+            raise UsageError(
+                "--game ipd takes --policy scripted:NAME and --json only "
+                "(--save-strategy, --adapter, --temperature and --mode are Kuhn's)"
+            )
         _ipd_exploitability(policy, as_json)
         return
     if game != "kuhn":
@@ -697,7 +702,8 @@ def train(
     import shutil
 
     from sepo.objective import PENALTY_VARIANTS, SCALE_VARIANTS
-    from sepo.train.pipeline import TrainSettings, run_pipeline
+    from sepo.policies.resolve import check_model_path
+    from sepo.train.pipeline import TrainSettings, check_sft_source, run_pipeline, run_settings
 
     if resume is not None:
         given = [
@@ -710,11 +716,10 @@ def train(
             raise UsageError(
                 f"--resume continues a run with its saved settings; drop {', '.join(given)}"
             )
-        config = resume / "config.json"
-        if not config.exists():
-            raise UsageError(f"{resume} holds no run to resume (no config.json)")
-        settings = TrainSettings.from_json(json.loads(config.read_text())["settings"])
-        settings = dataclasses.replace(settings, out=str(resume))
+        saved = run_settings(resume)
+        if saved is None:
+            raise UsageError(f"{resume} holds no sepo run to resume")
+        settings = dataclasses.replace(saved, out=str(resume))
     else:
         # Every check comes before anything is written or deleted.
         if penalty not in PENALTY_VARIANTS:
@@ -723,30 +728,14 @@ def train(
             raise UsageError(f"--scale must be one of {', '.join(SCALE_VARIANTS)}")
         if not (model == "tiny" or (model.startswith("hf:") and model[3:].strip())):
             raise UsageError("--model is tiny or hf:PATH_OR_ID")
+        if model.startswith("hf:"):
+            check_model_path(model[3:].strip())
         if lr is not None and not lr > 0:
             raise UsageError(f"--lr must be positive, not {lr}")
         if beta is not None and not beta >= 0:
             raise UsageError(f"--beta must be zero or positive, not {beta}")
-        games = tuple(resolve_games(game))
-        if sft_from is not None:
-            if not (sft_from / "config.json").is_file():
-                raise UsageError(f"--sft-from {sft_from} holds no run (no config.json)")
-            if sft_from.resolve() == out.resolve():
-                raise UsageError("--sft-from and --out are the same directory")
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a directory")
-        if out.exists() and any(out.iterdir()):
-            if not (out / "config.json").is_file():
-                raise UsageError(
-                    f"--out {out} holds files that are not a sepo run; not touching them"
-                )
-            if not overwrite:
-                raise UsageError(
-                    f"{out} already holds a run; pass --resume {out}, --overwrite, or another --out"
-                )
-            shutil.rmtree(out)
         settings = TrainSettings(
-            games=games,
+            games=tuple(resolve_games(game)),
             model=model,
             out=str(out),
             seed=seed,
@@ -765,6 +754,22 @@ def train(
             report_to=report_to,
             sft_from=None if sft_from is None else str(sft_from.resolve()),
         )
+        if sft_from is not None:
+            if sft_from.resolve() == out.resolve():
+                raise UsageError("--sft-from and --out are the same directory")
+            check_sft_source(settings, sft_from)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a directory")
+        if out.exists() and any(out.iterdir()):
+            if run_settings(out) is None:
+                raise UsageError(
+                    f"--out {out} holds files that are not a sepo run; not touching them"
+                )
+            if not overwrite:
+                raise UsageError(
+                    f"{out} already holds a run; pass --resume {out}, --overwrite, or another --out"
+                )
+            shutil.rmtree(out)
     summary = run_pipeline(
         settings, resume=resume is not None, log=lambda m: err_console.print(m, highlight=False)
     )

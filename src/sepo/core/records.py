@@ -20,7 +20,7 @@ def action_to_json(action: Action | None) -> Any:
     return list(action) if isinstance(action, tuple) else action
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TurnRecord:
     """One decision of the agent. Read-only by contract, though not frozen (one is built
     per decision; see :class:`~sepo.core.types.View`)."""

@@ -56,7 +56,7 @@ class GameFacts:
         return 3.0 / self.max_payoff
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RoundOutcome:
     """What happened in one finished round (one hand for Kuhn), in absolute player order.
 
@@ -89,7 +89,7 @@ class RoundOutcome:
         raise KeyError(f"player {player} did not act in round {self.round}")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class View:
     """Everything one player may know when it must act: its information state.
 

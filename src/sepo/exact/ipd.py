@@ -64,22 +64,30 @@ def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
     one that draws must say what it draws from (``action_probabilities(view)``, as the
     built-in stochastic strategies do), else :class:`NotExactError`.
     """
-    declared = getattr(strategy, "action_probabilities", None)
-    probs: Mapping[Action, float] | None = declared(view) if declared is not None else None
-    if probs is None:
-        try:
-            action = strategy.act(view, _NoDraws())
-        except _Drew:
-            raise NotExactError(
-                f"strategy {strategy.name} draws random numbers and declares no "
-                "action_probabilities(view); its exact worst case cannot be computed"
-            ) from None
-        probs = {action: 1.0}
-    out = {a: float(probs.get(a, 0.0)) for a in view.legal}
-    if abs(sum(out.values()) - 1.0) > 1e-9 or any(p < 0 for p in out.values()):
+    name = getattr(strategy, "name", repr(strategy))
+    try:
+        declared = getattr(strategy, "action_probabilities", None)
+        probs: Mapping[Action, float] | None = declared(view) if declared is not None else None
+        if probs is None:
+            try:
+                probs = {strategy.act(view, _NoDraws()): 1.0}
+            except _Drew:
+                raise NotExactError(
+                    f"strategy {name} draws random numbers and declares no "
+                    "action_probabilities(view); its exact worst case cannot be computed"
+                ) from None
+        out = {a: float(probs.get(a, 0.0)) for a in view.legal}
+        extra = [a for a in probs if a not in out and float(probs[a]) != 0.0]
+    except NotExactError:
+        raise
+    except Exception as exc:  # a user's strategy may fail or answer any way it likes
         raise NotExactError(
-            f"strategy {strategy.name} gives probabilities {dict(probs)} over the legal "
-            f"moves {list(view.legal)} at round {view.round + 1}"
+            f"strategy {name} at round {view.round + 1}: {type(exc).__name__}: {exc}"
+        ) from None
+    if extra or abs(sum(out.values()) - 1.0) > 1e-9 or any(not p >= 0 for p in out.values()):
+        raise NotExactError(
+            f"strategy {name} plays {dict(probs)} at round {view.round + 1}; "
+            f"the legal moves are {list(view.legal)}"
         )
     return out
 

@@ -267,23 +267,40 @@ class SFTFromError(SFTError):
     """``sft_from`` names a run that cannot be reused (a one-line command-line error)."""
 
 
-def copy_sft_stages(s: TrainSettings, source: Path, out: Path) -> None:
-    """Copy the base model, SFT data and SFT model of the run in ``source`` into ``out``
-    (each only if ``out`` lacks it), after checking the run was made the same way."""
-    import shutil
+def run_settings(folder: Path) -> TrainSettings | None:
+    """The settings of the ``sepo train`` run in ``folder``, or None if it holds none.
 
-    config = source / "config.json"
-    if not config.is_file():
-        raise SFTFromError(f"{source} holds no run (no config.json)")
+    A run is recognised by its ``config.json`` holding ``settings`` (a model folder's
+    ``config.json`` does not), so nothing else is ever taken for a run, resumed or
+    deleted by ``--overwrite``."""
+    try:
+        data = json.loads((folder / "config.json").read_text())
+        return TrainSettings.from_json(data["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_sft_source(s: TrainSettings, source: Path) -> None:
+    """Refuse (:class:`SFTFromError`) a ``sft_from`` run that cannot be reused by ``s``."""
+    theirs = run_settings(source)
+    if theirs is None:
+        raise SFTFromError(f"{source} holds no sepo run")
     if not (source / "sft" / "sft_result.json").is_file():
         raise SFTFromError(f"{source} has no finished SFT stage")
-    theirs = TrainSettings.from_json(json.loads(config.read_text())["settings"])
     for name in SFT_STAGE_SETTINGS:
         if getattr(theirs, name) != getattr(s, name):
             raise SFTFromError(
                 f"{source} was made with {name}={getattr(theirs, name)!r}, "
                 f"this run has {getattr(s, name)!r}"
             )
+
+
+def copy_sft_stages(s: TrainSettings, source: Path, out: Path) -> None:
+    """Copy the base model, SFT data and SFT model of the run in ``source`` into ``out``
+    (each only if ``out`` lacks it), after checking the run was made the same way."""
+    import shutil
+
+    check_sft_source(s, source)
     for name in SFT_STAGE_DIRS:
         if (source / name).is_dir() and not (out / name).exists():
             shutil.copytree(source / name, out / name)
@@ -300,8 +317,9 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     if s.sft_from is not None and not (out / "sft" / "sft_result.json").is_file():
         # Once copied, the stages are this run's own: a resume no longer needs the source.
         copy_sft_stages(s, Path(s.sft_from), out)
-    # Seconds spent in each stage, summed over the invocations that built this run (a
-    # resumed run adds to what the interrupted one spent; a finished stage adds ~0).
+    # Seconds spent in each stage, summed over the invocations that built this run: a
+    # resumed run adds to what earlier invocations spent in the stages they finished
+    # (the time of a stage cut short is lost), and a finished stage adds ~0.
     timings_file = out / "timings.json"
     timings: dict[str, float] = {}
     if resume and timings_file.is_file():
