@@ -330,7 +330,8 @@ class OpenAICompatPolicy:
                     self._count_connect_failure(reason)
                     return ""
             else:
-                self._succeeded = True
+                with self._lock:  # read under the lock by the fail-fast rule
+                    self._succeeded = True
                 return answer
             self._add("api/retries")
             wait = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
