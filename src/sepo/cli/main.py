@@ -636,7 +636,7 @@ def sft(
     except SFTError as exc:
         raise UsageError(str(exc)) from None
     console.print(
-        f"SFT loss {result.train_loss_first:.3f} → {result.train_loss_last:.3f}"
+        f"{result.loss_summary}"
         f" (eval {result.eval_loss if result.eval_loss is not None else float('nan'):.3f}) in "
         f"{result.train_seconds:.0f} s; evaluate with --policy {result.policy}"
     )

@@ -380,7 +380,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
                 overwrite=True,
             )
         )
-        log(f"  SFT loss {result.train_loss_first:.3f} → {result.train_loss_last:.3f}")
+        log(f"  {result.loss_summary}")
     sft_result = json.loads((sft_dir / "sft_result.json").read_text())
     sft_adapter = sft_result.get("adapter")
     sft_path = base_path if sft_adapter else str(sft_dir)

@@ -325,6 +325,14 @@ class SFTResult:
         data["policy_spec"] = self.policy_spec
         return data
 
+    @property
+    def loss_summary(self) -> str:
+        """``SFT loss first → last``, or one number when a single step was logged."""
+        first, last = self.train_loss_first, self.train_loss_last
+        if first == last or first != first:  # one logged step, or none (NaN)
+            return f"SFT loss {last:.3f}"
+        return f"SFT loss {first:.3f} → {last:.3f}"
+
 
 def parse_model_spec(spec: str) -> tuple[ModelKind, str | None]:
     """``("tiny", None)``, ``("tiny", DIR)`` or ``("hf", PATH_OR_ID)`` for a model spec."""
