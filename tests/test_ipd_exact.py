@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from sepo.core.types import Action, State, View
-from sepo.exact.ipd import MOVES, NotExactError, action_probabilities, ipd_exploitability
+from sepo.exact.ipd import (
+    MOVES,
+    NotExactError,
+    action_probabilities,
+    history_key,
+    ipd_exploitability,
+)
 from sepo.games import make_game
 from sepo.games.ipd import IPD
 from sepo.opponents import find_strategy, pools_for
@@ -84,8 +90,7 @@ class _Planned:
         self.name = "best_response"
 
     def act(self, view: View, rng: random.Random) -> Action:
-        key = ",".join(f"{str(r.action_of(0))[0]}{str(r.action_of(1))[0]}" for r in view.history)
-        return self.plan[key]
+        return self.plan[history_key(view.history)]
 
 
 @pytest.mark.parametrize("name", ["tit_for_tat", "prober", "generous_tit_for_tat"])

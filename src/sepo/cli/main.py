@@ -461,9 +461,10 @@ def exploitability(
             f"sampled from {sampled.episodes} episodes against a uniformly random opponent; "
             "decisions and 95% Wilson interval per information set:"
         )
-        for key in sampled.counts:
-            low, high = sampled.ci95[key]
-            console.print(f"  {key:<5}{sampled.counts[key]:>6}  {low:.3f}-{high:.3f}")
+        counts, ci95 = sampled.counts, sampled.ci95
+        for key, n in counts.items():
+            low, high = ci95[key]
+            console.print(f"  {key:<5}{n:>6}  {low:.3f}-{high:.3f}")
 
 
 def _ipd_exploitability(policy: str, as_json: bool) -> None:

@@ -25,15 +25,13 @@ agent's action probabilities there, which a scripted strategy gives exactly
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sepo.core.types import Action, State, Strategy, View
+from sepo.core.types import Action, RoundOutcome, State, Strategy, View
 from sepo.games import make_game
-from sepo.games.ipd import COOPERATE, DEFECT, IPD
-
-MOVES: tuple[Action, Action] = (COOPERATE, DEFECT)
+from sepo.games.ipd import COOPERATE, IPD, MOVES
 
 
 class NotExactError(ValueError):
@@ -110,17 +108,13 @@ class IPDExploitability:
     the joint history so far as ``a1b1,a2b2,…`` with C/D for each move (agent first)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "exploitability": self.exploitability,
-            "advantage": self.advantage,
-            "agent_payoff": self.agent_payoff,
-            "opponent_payoff": self.opponent_payoff,
-            "rounds": self.rounds,
-        }
+        """The figures, without the best response's move table."""
+        return {k: v for k, v in asdict(self).items() if k != "best_response"}
 
 
-def _key(history: tuple[tuple[Action, Action], ...]) -> str:
-    return ",".join(f"{str(a)[0]}{str(b)[0]}" for a, b in history)
+def history_key(history: Sequence[RoundOutcome]) -> str:
+    """The key of :attr:`IPDExploitability.best_response` for the rounds played so far."""
+    return ",".join(f"{str(r.action_of(0))[0]}{str(r.action_of(1))[0]}" for r in history)
 
 
 def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploitability:
@@ -131,10 +125,9 @@ def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploi
     rounds = ipd.facts.rounds
     plan: dict[str, str] = {}
 
-    def solve(
-        state: State, history: tuple[tuple[Action, Action], ...], reach: float
-    ) -> tuple[float, float, float]:
-        """(advantage, agent payoff, opponent payoff) from ``state`` on, best response."""
+    def solve(state: State) -> tuple[float, float, float]:
+        """(advantage, agent payoff, opponent payoff) from ``state`` on, best response.
+        Only histories the agent reaches with positive probability are visited."""
         if state.is_terminal():
             return 0.0, 0.0, 0.0
         pi = action_probabilities(strategy, state.view(0))
@@ -149,18 +142,17 @@ def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploi
                 child = state.clone()
                 child.apply_actions({0: a, 1: b})
                 u_agent, u_opp = child.history[-1].payoffs
-                adv, ua, uo = solve(child, (*history, (a, b)), reach * p)
+                adv, ua, uo = solve(child)
                 total[0] += p * (u_opp - u_agent + adv)
                 total[1] += p * (u_agent + ua)
                 total[2] += p * (u_opp + uo)
             if best is None or total[0] > best[0] + 1e-12:
                 best, best_move = (total[0], total[1], total[2]), b
-        if reach > 0:
-            plan[_key(history)] = str(best_move)
+        plan[history_key(state.history)] = str(best_move)
         assert best is not None
         return best
 
-    advantage, agent, opponent = solve(ipd.new_state(), (), 1.0)
+    advantage, agent, opponent = solve(ipd.new_state())
     return IPDExploitability(
         exploitability=max(0.0, advantage) / rounds,
         advantage=advantage / rounds,

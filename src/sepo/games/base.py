@@ -132,20 +132,15 @@ class RepeatedSimultaneousState(EpisodeState, ABC):
     def view(self, player: int) -> View:
         acting = not self._pending and self._round < self._rounds and player in (0, 1)
         legal = self._legal(player) if acting else ()
-        private = self._private(player)
-        if private:
-            return View(
-                self.facts.name,
-                player,
-                self._round,
-                self._rounds,
-                self._history,
-                legal,
-                self._scores,
-                **private,
-            )
         return View(
-            self.facts.name, player, self._round, self._rounds, self._history, legal, self._scores
+            self.facts.name,
+            player,
+            self._round,
+            self._rounds,
+            self._history,
+            legal,
+            self._scores,
+            **self._private(player),
         )
 
     def clone(self) -> RepeatedSimultaneousState:

@@ -146,33 +146,22 @@ class KuhnState(EpisodeState):
         self._betting = ""
 
     def view(self, player: int) -> View:
-        cards = self._cards
-        if cards is None or self._round >= self._rounds:  # no decision pending
-            return View(
-                "kuhn",
-                player,
-                self._round,
-                self._rounds,
-                self._history,
-                (),
-                self._scores,
-                card=cards[player] if cards else None,
-                betting=self._betting,
-                first_actor=self._round % 2 == player if self._round < self._rounds else None,
-            )
-        to_move = (self._round + len(self._betting)) % 2
+        cards, live = self._cards, self._round < self._rounds
+        legal: tuple[Action, ...] = ()
+        if cards is not None and live and player == (self._round + len(self._betting)) % 2:
+            legal = _WORDS_AT[self._betting]
         return View(
             "kuhn",
             player,
             self._round,
             self._rounds,
             self._history,
-            _WORDS_AT[self._betting] if player == to_move else (),
+            legal,
             self._scores,
             None,
-            cards[player],
+            cards[player] if cards else None,
             self._betting,
-            self._round % 2 == player,
+            self._round % 2 == player if live else None,
         )
 
     def clone(self) -> KuhnState:
