@@ -139,7 +139,7 @@ def test_cli_reports_the_worst_case_and_refuses_models() -> None:
     )
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["exploitability"] == 0.625
-    refused = runner.invoke(app, ["exploitability", "--game", "ipd", "--policy", "tiny"])
+    refused = runner.invoke(app, ["exploitability", "--game", "ipd", "--policy", "human"])
     assert refused.exit_code == 2 and "scripted:NAME" in refused.output
 
 

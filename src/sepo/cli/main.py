@@ -335,7 +335,8 @@ def exploitability(
         str, typer.Option(help="strategy:FILE, scripted:NAME, tiny[:DIR], hf:PATH or openai:…")
     ],
     game: Annotated[
-        str, typer.Option(help="kuhn, or ipd: the worst case of a scripted strategy.")
+        str,
+        typer.Option(help="kuhn, or ipd: the worst case by dynamic programming over histories."),
     ] = "kuhn",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     adapter: Annotated[str | None, typer.Option()] = None,
@@ -363,9 +364,9 @@ def exploitability(
     episodes: Annotated[int, typer.Option(min=1, help="Episodes for --mode sampled.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of --mode sampled.")] = 0,
 ) -> None:
-    """Exact exploitability of a Kuhn policy and each seat's best-response value; for
-    ``--game ipd``, a scripted strategy's worst-case exploitability (best-response
-    advantage per round, by dynamic programming over the history tree)."""
+    """Exact exploitability of a Kuhn policy and each seat's best-response value; with
+    --game ipd, the worst case of a strategy or a local model (best-response advantage
+    per round, by dynamic programming over the history tree)."""
     from sepo.exact.kuhn import exploitability as exact_exploitability
     from sepo.exact.kuhn import format_frequency_table, frequency_table
     from sepo.policies.extract import (
@@ -378,12 +379,9 @@ def exploitability(
     from sepo.rollout.protocol import SamplingConfig
 
     if game == "ipd":
-        if save_strategy or adapter or temperature is not None or mode != "auto":
-            raise UsageError(
-                "--game ipd takes --policy scripted:NAME and --json only "
-                "(--save-strategy, --adapter, --temperature and --mode are Kuhn's)"
-            )
-        _ipd_exploitability(policy, as_json)
+        if mode != "auto":
+            raise UsageError("--mode is Kuhn's; --game ipd tabulates a model's exact probabilities")
+        _ipd_exploitability(policy, as_json, adapter, save_strategy, temperature)
         return
     if game != "kuhn":
         raise UsageError(
@@ -392,14 +390,7 @@ def exploitability(
     if mode not in ("auto", "prompt", "sampled"):
         raise UsageError(f"--mode is auto, prompt or sampled, not {mode!r}")
     make_game(game)
-    if save_strategy is not None:
-        if save_strategy.exists():
-            raise UsageError(f"{save_strategy} exists; not overwriting it")
-        folder = save_strategy.parent
-        if not folder.is_dir():
-            raise UsageError(f"--save-strategy: no such directory {folder}")
-        if not os.access(folder, os.W_OK):
-            raise UsageError(f"--save-strategy: {folder} is not writable")
+    _check_save_path(save_strategy)
     model = is_model_spec(policy)
     if model and temperature is None:
         temperature = training_temperature(policy)
@@ -467,29 +458,81 @@ def exploitability(
             console.print(f"  {key:<5}{n:>6}  {low:.3f}-{high:.3f}")
 
 
-def _ipd_exploitability(policy: str, as_json: bool) -> None:
-    from sepo.exact.ipd import NotExactError, ipd_exploitability
-    from sepo.policies.resolve import load_policy
+def _check_save_path(path: Path | None) -> None:
+    """``--save-strategy``: refuse before any work an existing file or a folder that is
+    missing or not writable."""
+    if path is None:
+        return
+    if path.exists():
+        raise UsageError(f"{path} exists; not overwriting it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"--save-strategy: no such directory {folder}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--save-strategy: {folder} is not writable")
 
-    if not policy.startswith("scripted:"):
+
+def _ipd_exploitability(
+    policy: str,
+    as_json: bool,
+    adapter: str | None,
+    save_strategy: Path | None,
+    temperature: float | None,
+) -> None:
+    from sepo.exact.ipd import IPDTableStrategy, NotExactError, ipd_exploitability
+    from sepo.games.ipd import IPD
+    from sepo.policies.resolve import load_policy, training_temperature
+
+    kind = policy.partition(":")[0]
+    model = kind in ("tiny", "hf")
+    if not model and kind not in ("scripted", "strategy"):
         raise UsageError(
             "IPD worst-case exploitability needs the policy's exact probabilities at all "
-            "21,845 histories: scripted:NAME (or scripted:module:attr) only"
+            "21,845 histories: scripted:NAME, strategy:FILE, tiny[:DIR] or hf:PATH"
         )
-    strategy = getattr(load_policy(policy, "ipd").policy, "strategy", None)
-    if strategy is None:
-        raise UsageError(f"{policy} is not a strategy")
+    if not model and (adapter is not None or temperature is not None):
+        raise UsageError("--adapter and --temperature apply to model policies (tiny:, hf:)")
+    if not model and save_strategy is not None:
+        raise UsageError("--save-strategy with --game ipd saves a model's table (tiny:, hf:)")
+    _check_save_path(save_strategy)
+    strategy: Any
+    mode = "exact"
+    if model:
+        from sepo.policies.extract_ipd import extract_ipd_tree
+        from sepo.rollout.protocol import SamplingConfig
+
+        if temperature is None:
+            temperature = training_temperature(policy)
+        loaded = load_policy(policy, "ipd", adapter=adapter, sampling=SamplingConfig())
+        with progress_bar() as bar:
+            task = bar.add_task("histories", total=None)
+            strategy = extract_ipd_tree(
+                loaded.policy,
+                temperature,
+                on_progress=lambda done, total: _advance_bar(bar, task, done, total),
+            )
+        mode = "tree"
+    else:
+        strategy = getattr(load_policy(policy, "ipd").policy, "strategy", None)
+        if strategy is None:
+            raise UsageError(f"{policy} is not a strategy")
+    if save_strategy is not None:
+        strategy.to_json(save_strategy)
+    game = IPD(rounds=strategy.rounds) if isinstance(strategy, IPDTableStrategy) else None
     try:
-        result = ipd_exploitability(strategy)
+        result = ipd_exploitability(strategy, game)
     except NotExactError as exc:
         raise UsageError(str(exc)) from None
+    payload: dict[str, Any] = {"policy": policy, "game": "ipd", "mode": mode, **result.to_json()}
+    if model:
+        payload["temperature"] = temperature
     if as_json:
-        console.print_json(json.dumps({"policy": policy, "game": "ipd", **result.to_json()}))
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     console.print(
         Text(policy, style="bold")
         + Text(
-            f" (ipd, worst case): exploitability {result.exploitability:.6f} per round "
+            f" (ipd, worst case, {mode}): exploitability {result.exploitability:.6f} per round "
             f"(best response's advantage {result.advantage:+.6f}; it earns "
             f"{result.opponent_payoff:.4f} a round, the agent {result.agent_payoff:.4f})"
         )

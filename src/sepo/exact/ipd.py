@@ -24,14 +24,18 @@ agent's action probabilities there, which a scripted strategy gives exactly
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sepo.core.types import Action, RoundOutcome, State, Strategy, View
 from sepo.games import make_game
-from sepo.games.ipd import COOPERATE, IPD, MOVES
+from sepo.games.ipd import COOPERATE, DEFECT, IPD, MOVES
 
 
 class NotExactError(ValueError):
@@ -161,3 +165,109 @@ def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploi
         rounds=rounds,
         best_response=plan,
     )
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+class IPDStrategyError(ValueError):
+    """An IPD strategy table (a dict or a JSON file) is malformed (one-line message)."""
+
+
+def all_history_keys(rounds: int) -> Iterator[str]:
+    """The :func:`history_key` of every decision node of a ``rounds``-round game (every
+    joint history of 0 to ``rounds`` - 1 rounds), shortest first: Σ 4^k keys."""
+    pairs = [f"{a}"[0] + f"{b}"[0] for a in MOVES for b in MOVES]
+    for depth in range(rounds):
+        for combo in itertools.product(pairs, repeat=depth):
+            yield ",".join(combo)
+
+
+@dataclass(frozen=True)
+class IPDTableStrategy:
+    """An IPD policy given as its probability of cooperating at every joint history.
+
+    This is what :func:`ipd_exploitability` needs from any policy, so a language model's
+    IPD behaviour becomes exact by tabulating it once (``sepo.policies.extract_ipd``).
+    ``cooperate`` maps :func:`history_key` of the rounds played so far (agent's move
+    first in each pair) to P(COOPERATE); every decision node of a ``rounds``-round game
+    has an entry. It is also a :class:`~sepo.core.types.Strategy`: it plays its table
+    (``act`` draws one number), so a saved table can be evaluated like any strategy.
+    """
+
+    name: str
+    rounds: int
+    cooperate: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        expected = set(all_history_keys(self.rounds)) if self.rounds >= 1 else set()
+        if self.rounds < 1:
+            raise IPDStrategyError(f"an IPD strategy table needs rounds >= 1, not {self.rounds}")
+        keys = set(self.cooperate)
+        if keys != expected:
+            missing = sorted(expected - keys, key=lambda k: (len(k), k))
+            extra = sorted(keys - expected, key=lambda k: (len(k), k))
+            what = f"missing history {missing[0]!r}" if missing else f"unknown history {extra[0]!r}"
+            raise IPDStrategyError(
+                f"an IPD strategy table for {self.rounds} rounds has the {len(expected)} "
+                f"histories of all_history_keys({self.rounds}); {what}"
+            )
+        table: dict[str, float] = {}
+        for key, value in self.cooperate.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise IPDStrategyError(f"P(COOPERATE) at {key!r} is {value!r}, not a number")
+            p = float(value)
+            if not (0.0 <= p <= 1.0) or math.isnan(p):
+                raise IPDStrategyError(f"P(COOPERATE) at {key!r} is {p}, outside [0, 1]")
+            table[key] = p
+        object.__setattr__(self, "cooperate", table)
+
+    def action_probabilities(self, view: View) -> dict[Action, float]:
+        p = self.cooperate[history_key(view.history)]
+        return {COOPERATE: p, DEFECT: 1.0 - p}
+
+    def act(self, view: View, rng: random.Random) -> Action:
+        """Sample this table's move at ``view``; always draws exactly one ``rng.random()``."""
+        return COOPERATE if rng.random() < self.cooperate[history_key(view.history)] else DEFECT
+
+    def to_json(self, path: str | Path) -> None:
+        """Write ``{"name", "game": "ipd", "rounds", "cooperate": {history: p}}``."""
+        payload = {
+            "name": self.name,
+            "game": "ipd",
+            "rounds": self.rounds,
+            "cooperate": self.cooperate,
+        }
+        Path(path).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> IPDTableStrategy:
+        """Read a file :meth:`to_json` wrote; every failure is an :class:`IPDStrategyError`
+        with a one-line message."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise IPDStrategyError(f"cannot read strategy file {p}: {reason}") from None
+        except json.JSONDecodeError as exc:
+            raise IPDStrategyError(
+                f"strategy file {p} is not valid JSON: {exc.msg} (line {exc.lineno})"
+            ) from None
+        if not isinstance(data, dict) or data.get("game") != "ipd":
+            raise IPDStrategyError(f'{p} is not an IPD strategy table (no "game": "ipd")')
+        extra = sorted(set(data) - {"name", "game", "rounds", "cooperate"})
+        if extra:
+            raise IPDStrategyError(f"strategy file {p}: unexpected field {extra[0]!r}")
+        rounds, table = data.get("rounds"), data.get("cooperate")
+        if isinstance(rounds, bool) or not isinstance(rounds, int):
+            raise IPDStrategyError(f'strategy file {p}: "rounds" must be an integer')
+        if not isinstance(table, dict):
+            raise IPDStrategyError(f'strategy file {p}: "cooperate" must be an object')
+        name = data.get("name", p.stem)
+        if not isinstance(name, str) or not name:
+            raise IPDStrategyError(f'strategy file {p}: "name" must be a non-empty string')
+        try:
+            return cls(name, rounds, table)
+        except IPDStrategyError as exc:
+            raise IPDStrategyError(f"strategy file {p}: {exc}") from None

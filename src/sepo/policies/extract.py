@@ -63,6 +63,14 @@ def infoset_messages(infoset: str) -> list[Message]:
     ]
 
 
+def reasoning_prefix(text: str) -> str:
+    """The reasoning part of an answer: every non-empty line but the last (where the
+    action goes), each ended by a newline; "" for a one-line answer. A candidate answer
+    is this prefix followed by an action's word."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[:-1]) + "\n" if len(lines) > 1 else ""
+
+
 def extract_prompt_strategy(
     policy: Any, temperature: float = 1.0, name: str | None = None
 ) -> KuhnStrategy:
@@ -77,8 +85,7 @@ def extract_prompt_strategy(
     )
     candidates = []
     for k, gen in zip(INFOSETS, greedy, strict=True):
-        lines = [ln for ln in gen.text.splitlines() if ln.strip()]
-        prefix = "\n".join(lines[:-1]) + "\n" if len(lines) > 1 else ""
+        prefix = reasoning_prefix(gen.text)
         candidates.append([prefix + word for word in action_words(k[1:])])
     dists = policy.constrained_distributions(conversations, candidates, temperature=temperature)
     # action_words(...) is (passive, aggressive): the aggressive probability is index 1.

@@ -398,6 +398,17 @@ class LocalModelPolicy:
             for key in keys:
                 self._kv.pop(key, None)
 
+    def branch_cache(self, source: Hashable, target: Hashable, prompt: Sequence[int]) -> int:
+        """Start conversation ``target``'s kept cache from ``source``'s, cut to the longest
+        part of ``prompt`` that cache holds (never its last token): for conversations
+        that branch from a common history, as the nodes of a game tree do. The two share
+        the cached tensors until ``target`` is next extended. Returns the number of
+        tokens shared (0: nothing in common, ``target`` starts from scratch)."""
+        cached, kv = self._reusable_prefix(source, list(prompt))
+        if cached:
+            self._kv[target] = (cached, kv)
+        return len(cached)
+
     def _cached_prefix(self, key: Hashable | None, ids: list[int]) -> tuple[list[int], Any]:
         """The cached (tokens, per-layer key/values) of ``key`` if they prefix ``ids``."""
         entry = self._kv.get(key) if key is not None else None

@@ -2,7 +2,8 @@
 
 - ``scripted:NAME`` — a strategy of the game (``scripted:baseline`` = each game's
   reference strategy, see ``sepo.opponents.BASELINES``), or ``scripted:module:attr``.
-- ``strategy:FILE.json`` — a Kuhn behavioural strategy file (12 information sets).
+- ``strategy:FILE.json`` — a Kuhn behavioural strategy file (12 information sets), or
+  with ``--game ipd`` an IPD strategy table (P(COOPERATE) at every history).
 - ``tiny`` / ``tiny:DIR`` — the embedded default model (``sepo model init``).
 - ``hf:PATH_OR_ID`` — a transformers causal LM, optionally with ``--adapter DIR``. A
   local folder must hold ``config.json`` (or an adapter's ``adapter_config.json``);
@@ -104,9 +105,24 @@ def load_policy(
             ScriptedPolicy(strategy), strategy if isinstance(strategy, KuhnStrategy) else None
         )
     if kind == "strategy":
+        if game == "ipd":
+            from sepo.exact.ipd import IPDStrategyError, IPDTableStrategy
+            from sepo.games import make_game
+
+            try:
+                table = IPDTableStrategy.from_json(target)
+            except IPDStrategyError as exc:
+                raise PolicySpecError(str(exc)) from None
+            rounds = make_game("ipd").facts.rounds
+            if table.rounds != rounds:
+                raise PolicySpecError(
+                    f"{target} tabulates a {table.rounds}-round IPD; this game has {rounds} rounds"
+                )
+            return LoadedPolicy(ScriptedPolicy(table))
         if game != "kuhn":
             raise PolicySpecError(
-                "strategy:FILE policies are Kuhn behavioural strategies; use --game kuhn"
+                "strategy:FILE policies are Kuhn behavioural strategies or IPD strategy "
+                "tables (sepo exploitability --save-strategy); use --game kuhn or ipd"
             )
         strategy = KuhnStrategy.from_json(target)
         return LoadedPolicy(ScriptedPolicy(strategy), strategy)

@@ -1,0 +1,147 @@
+"""A language model's whole IPD policy as a table, for the exact worst case (SPEC §4).
+
+:func:`sepo.exact.ipd.ipd_exploitability` finds the best response to a policy by dynamic
+programming over the history tree, and needs the policy's probability of cooperating at
+every joint history: Σ 4^k = 21,845 nodes for 8 rounds. :func:`extract_ipd_tree` gets
+them from a local model.
+
+What "the model's strategy" means here, by the same rule as Kuhn's ``prompt`` strategy
+(:mod:`sepo.policies.extract`). At a node the conversation is exactly the one the rollout
+engine builds (the rules, then one observation per round with the rounds played since
+the last move and the running scores), and the model's own earlier answers in it are
+canonical: at each node the model writes its reasoning greedily, then chooses its action
+with the probabilities of its own next-token distribution restricted to the legal
+answers (constrained decoding over the answers' token trie at ``temperature``); the
+answer recorded for the children is that reasoning followed by the action the child's
+history says was taken. So every node is the conversation the model would have had, had
+it written its greedy reasoning each round and played the actions of the history. In
+sampled play the reasoning is sampled too, so play can differ from the table where the
+reasoning varies; for a model whose reasoning line is templated from the observation, as
+after SFT, the two coincide.
+
+Cost: one greedy generation and one scoring pass per node. Nodes are evaluated in
+batches, depth first, each starting from its parent's key/value cache
+(:meth:`LocalModelPolicy.branch_cache`), so a node feeds only its new round's tokens
+and at most about ``batch`` × rounds conversations' caches are held at once. On 2 CPU
+cores the tiny model takes a few minutes for the 8-round game.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sepo.core.types import State
+from sepo.exact.ipd import IPDTableStrategy, history_key
+from sepo.games import make_game
+from sepo.games.ipd import COOPERATE, IPD, MOVES
+from sepo.policies.extract import reasoning_prefix
+from sepo.rollout.protocol import Message, SamplingConfig
+
+_AGENT = 0
+
+
+@dataclass
+class _Node:
+    key: tuple[str, int]
+    """The policy's cache key of this node's conversation."""
+    state: State
+    messages: list[Message]
+    """The conversation up to and including the observation the model answers here."""
+    prompt: list[int]
+    reasoning: str = ""
+    """The model's greedy reasoning here (:func:`reasoning_prefix` of its answer)."""
+
+
+def extract_ipd_tree(
+    policy: Any,
+    temperature: float = 1.0,
+    *,
+    game: IPD | None = None,
+    batch: int = 32,
+    name: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IPDTableStrategy:
+    """The IPD policy of a local model as its P(COOPERATE) at every joint history
+    (module docstring). ``batch``: nodes per model call; ``on_progress(done, total)``
+    after each call."""
+    ipd = game if game is not None else make_game("ipd")
+    if not isinstance(ipd, IPD):
+        raise ValueError(f"extract_ipd_tree plays ipd, not {ipd.facts.name}")
+    batch = max(4, batch)
+    rounds = ipd.facts.rounds
+    total = sum(4**k for k in range(rounds))
+    words = {a: ipd.format_action(a) for a in MOVES}
+    cooperate = MOVES.index(COOPERATE)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=policy.sampling.max_new_tokens)
+    ids = itertools.count()
+    table: dict[str, float] = {}
+    made: list[tuple[str, int]] = []
+
+    def node(state: State, messages: list[Message]) -> _Node:
+        key = ("ipd-tree", next(ids))
+        made.append(key)
+        return _Node(key, state, messages, policy.encode_prompt(messages))
+
+    def children(parent: _Node) -> list[_Node]:
+        seen = len(parent.state.history)
+        out = []
+        for a in MOVES:
+            answer: Message = {"role": "assistant", "content": parent.reasoning + words[a]}
+            for b in MOVES:
+                state = parent.state.clone()
+                state.apply_actions({_AGENT: a, 1 - _AGENT: b})
+                view = state.view(_AGENT)
+                observation: Message = {"role": "user", "content": ipd.render(view, since=seen)}
+                child = node(state, [*parent.messages, answer, observation])
+                policy.branch_cache(parent.key, child.key, child.prompt)
+                out.append(child)
+        policy.forget([parent.key])
+        return out
+
+    def evaluate(nodes: list[_Node]) -> None:
+        keys = [n.key for n in nodes]
+        answers = policy.generate_from_ids(
+            [n.prompt for n in nodes], greedy, with_logprobs=False, keys=keys
+        )
+        for n, answer in zip(nodes, answers, strict=True):
+            n.reasoning = reasoning_prefix(answer.text)
+        dists = policy.constrained_distributions(
+            [n.messages for n in nodes],
+            [[n.reasoning + words[a] for a in MOVES] for n in nodes],
+            temperature,
+            keys=keys,
+        )
+        for n, dist in zip(nodes, dists, strict=True):
+            table[history_key(n.state.history)] = min(1.0, max(0.0, float(dist[cooperate])))
+
+    start = ipd.new_state()
+    view = start.view(_AGENT)
+    root = node(
+        start,
+        [
+            {"role": "system", "content": ipd.system_prompt()},
+            {"role": "user", "content": ipd.render(view, since=0)},
+        ],
+    )
+    try:
+        pending, expand = [root], []
+        while pending:
+            evaluate(pending)
+            for n in pending:
+                if len(n.state.history) < rounds - 1:
+                    expand.append(n)
+                else:
+                    policy.forget([n.key])
+            if on_progress is not None:
+                on_progress(len(table), total)
+            # Depth first: expand the most recently evaluated nodes, so that only about
+            # ``batch`` nodes per level hold a cache at any time.
+            pending = []
+            while expand and len(pending) + len(MOVES) ** 2 <= batch:
+                pending.extend(children(expand.pop()))
+    finally:
+        policy.forget(made)
+    return IPDTableStrategy(name or f"extracted:{policy.name}", rounds, table)
