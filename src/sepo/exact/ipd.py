@@ -29,7 +29,7 @@ import json
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,10 @@ class _Drew(BaseException):
     """Not an ``Exception``: passes through wrappers that report a strategy's own errors."""
 
 
+def _name(strategy: Strategy) -> str:
+    return str(getattr(strategy, "name", None) or repr(strategy))
+
+
 def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
     """The exact distribution ``strategy`` plays at ``view``.
 
@@ -66,7 +70,6 @@ def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
     one that draws must say what it draws from (``action_probabilities(view)``, as the
     built-in stochastic strategies do), else :class:`NotExactError`.
     """
-    name = getattr(strategy, "name", repr(strategy))
     try:
         declared = getattr(strategy, "action_probabilities", None)
         probs: Mapping[Action, float] | None = declared(view) if declared is not None else None
@@ -75,7 +78,7 @@ def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
                 probs = {strategy.act(view, _NoDraws()): 1.0}
             except _Drew:
                 raise NotExactError(
-                    f"strategy {name} draws random numbers and declares no "
+                    f"strategy {_name(strategy)} draws random numbers and declares no "
                     "action_probabilities(view); its exact worst case cannot be computed"
                 ) from None
         out = {a: float(probs.get(a, 0.0)) for a in view.legal}
@@ -84,11 +87,11 @@ def action_probabilities(strategy: Strategy, view: View) -> dict[Action, float]:
         raise
     except Exception as exc:  # a user's strategy may fail or answer any way it likes
         raise NotExactError(
-            f"strategy {name} at round {view.round + 1}: {type(exc).__name__}: {exc}"
+            f"strategy {_name(strategy)} at round {view.round + 1}: {type(exc).__name__}: {exc}"
         ) from None
     if extra or abs(sum(out.values()) - 1.0) > 1e-9 or any(not p >= 0 for p in out.values()):
         raise NotExactError(
-            f"strategy {name} plays {dict(probs)} at round {view.round + 1}; "
+            f"strategy {_name(strategy)} plays {dict(probs)} at round {view.round + 1}; "
             f"the legal moves are {list(view.legal)}"
         )
     return out
@@ -197,7 +200,7 @@ class IPDTableStrategy:
 
     name: str
     rounds: int
-    cooperate: Mapping[str, float]
+    cooperate: Mapping[str, float] = field(repr=False)
 
     def __post_init__(self) -> None:
         expected = set(all_history_keys(self.rounds)) if self.rounds >= 1 else set()
