@@ -9,6 +9,9 @@ The batched side hands all pending decisions of ``--batch`` episodes to one ``ge
 call per step and keeps each episode's key/value cache between its turns; the sequential
 side runs the same engine on one episode at a time, once re-encoding the whole
 conversation at every decision (as the paper's loop did) and once with the same cache.
+With the cache on, first prompts start from the key/values of the prompt prefix they
+share (the rules), kept by the policy across calls; the warm-up computes it, so both
+cached sides use it.
 
 Not a test. Run from the repository root::
 
@@ -83,6 +86,7 @@ def main() -> None:
         decisions_seq, seq_rate = sequential(reuse=True)
 
         forward = ForwardTimer(policy.model)
+        counts_before = dict(policy.stats.counts)
         start = time.perf_counter()
         decisions_batched = 0
         for first in range(0, args.episodes, args.batch):
@@ -91,6 +95,7 @@ def main() -> None:
         batched_seconds = time.perf_counter() - start
         batched_rate = decisions_batched / batched_seconds
         forward.remove()
+        counts = {k: v - counts_before.get(k, 0) for k, v in policy.stats.counts.items()}
 
     print(
         f"game: {args.game}; model: {model_dir if args.model else 'fresh tiny model'}; "
@@ -119,6 +124,12 @@ def main() -> None:
         f"{forward.tokens['prefill'] / max(forward.seconds['prefill'], 1e-9):,.0f} tokens/s), "
         f"decode {forward.seconds['decode']:.2f} s ({forward.calls['decode']} steps, "
         f"{forward.tokens['decode']} tokens)"
+    )
+    print(
+        f"shared prompt prefix: {counts.get('local/shared_prefix_tokens', 0):,.0f} prompt tokens "
+        f"not fed, {counts.get('local/shared_prefix_fed', 0):,.0f} fed to compute prefixes "
+        f"(counted in the prefill above); {counts.get('local/prompt_tokens', 0):,.0f} prompt "
+        "tokens fed by generate (padding excluded)"
     )
 
 

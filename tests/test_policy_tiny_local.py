@@ -23,6 +23,7 @@ transformers = pytest.importorskip("transformers")
 
 from sepo.core.types import Action, View  # noqa: E402
 from sepo.policies.local import (  # noqa: E402
+    SHARED_PREFIX_MIN_TOKENS,
     LocalModelPolicy,
     constrained_distribution_from_tokens,
     merge_system_message,
@@ -377,7 +378,9 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     kept = {k: [t.clone() for t in policy._kv[k][1][0]] for k in keys}
     messages = [r.messages for r in requests]
     options = [["COOPERATE", "DEFECT", "COOPERATE COOPERATE"]] * 3
+    policy.reuse_cache = False  # the reference feeds every prompt whole (no shared prefix)
     fresh = policy.score_continuations(messages, options)
+    policy.reuse_cache = True
     fed_fresh = policy.stats.counts["local/scored_tokens"]
     reused = policy.continuation_logprobs(messages, options, keys=keys)
     fed_reused = policy.stats.counts["local/scored_tokens"] - fed_fresh
@@ -386,6 +389,164 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     for k in keys:
         assert all(torch.equal(a, b) for a, b in zip(kept[k], policy._kv[k][1][0], strict=True))
     assert fed_reused < fed_fresh / 5  # only each prompt's last token and the answers
+
+
+class ForwardCounter:
+    """The (rows, tokens) of every forward pass of ``model``, recorded by a hook:
+    an independent count of what was fed, padding included."""
+
+    def __init__(self, model: Any) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        self._handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self.shapes.append(tuple(kwargs["input_ids"].shape))
+
+    def fed(self) -> int:
+        return sum(rows * tokens for rows, tokens in self.shapes)
+
+    def single_row_prefills(self) -> int:
+        return sum(1 for rows, tokens in self.shapes if rows == 1 and tokens > 1)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def test_shared_prefix_matches_feeding_whole_prompts(tmp_path: Path) -> None:
+    """Episodes of two games in one batch, at token level (GRPO's path): their first
+    prompts share each game's rules, computed once per game. Greedy transcripts, tokens
+    and log-probabilities equal those of feeding every first prompt whole, and exactly
+    the shared tokens are not fed."""
+    from sepo.games import make_game
+    from sepo.opponents import find_strategy
+    from sepo.policies.corpus import game_corpus
+    from sepo.rollout.engine import EpisodeSpec, run_episodes
+    from sepo.train.token_rollout import TokenTrackingPolicy
+
+    model_dir = build_tiny_model(tmp_path / "m", game_corpus(seed=0, episodes_per_game=10), seed=0)
+    specs = [
+        EpisodeSpec(make_game(game), find_strategy(game, opponent), "train", seed)
+        for game, opponent in (("kuhn", "nash_approx"), ("ipd", "tit_for_tat"))
+        for seed in range(2)
+    ]
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    transcripts, tokens, counts, prefills, fed = [], [], [], [], []
+    for reuse in (True, False):
+        policy = LocalModelPolicy.load(str(model_dir), sampling=sampling)
+        # The tracker keeps per-episode caches either way (it always passes keys), so
+        # the shared prefix is all that differs between the two runs.
+        policy.reuse_cache = reuse
+        tracker = TokenTrackingPolicy(policy, sampling)
+        counter = ForwardCounter(policy.model)
+        transcripts.append([e.to_json() for e in run_episodes(specs, tracker)])
+        counter.remove()
+        tokens.append([tracker.episode_tokens(i) for i in range(len(specs))])
+        counts.append(policy.stats.counts)
+        prefills.append(counter.single_row_prefills())
+        fed.append(counter.fed())
+    shared, whole = counts
+    assert transcripts[0] == transcripts[1]
+    for with_prefix, without in zip(*tokens, strict=True):
+        assert with_prefix.prompt_ids == without.prompt_ids
+        assert with_prefix.completion_ids == without.completion_ids
+        assert with_prefix.logprobs == pytest.approx(without.logprobs, abs=1e-4)
+    # Each game's rules are computed once, in a one-row forward pass (the games' system
+    # prompts differ from their first words).
+    assert prefills[0] - prefills[1] == 2
+    assert "local/shared_prefix_tokens" not in whole
+    saved = shared["local/shared_prefix_tokens"]
+    assert saved >= len(specs) * SHARED_PREFIX_MIN_TOKENS
+    assert whole["local/prompt_tokens"] - shared["local/prompt_tokens"] == saved
+    assert fed[0] < fed[1]
+
+
+def test_shared_prefix_edge_cases(model_dir: Path) -> None:
+    """A row alone in its batch, prompts with different system prompts, a prompt that is
+    a prefix of another, candidates scored from one prompt: the same greedy answers and
+    log-probabilities as without sharing, and sharing only where it pays."""
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    policy = LocalModelPolicy.load(str(model_dir), sampling=sampling)
+    reference = LocalModelPolicy.load(str(model_dir), sampling=sampling)
+    reference.reuse_cache = False
+
+    def same(prompts: list[list[int]]) -> None:
+        got = policy.generate_from_ids(prompts)
+        want = reference.generate_from_ids(prompts)
+        for g, w in zip(got, want, strict=True):
+            assert g.completion_ids == w.completion_ids
+            assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+
+    def shared_tokens() -> float:
+        return policy.stats.counts.get("local/shared_prefix_tokens", 0)
+
+    def computed() -> float:
+        return policy.stats.counts.get("local/shared_prefix_fed", 0)
+
+    first = policy.encode_prompt(REQUESTS[0].messages)
+    # One row and nothing kept: nothing to share with.
+    same([first])
+    assert shared_tokens() == computed() == 0
+    # Different system prompts: their common prefix is the template's header only.
+    systems = ["You play a repeated game.", "Bid for one item; the highest bid wins it."]
+    same(
+        [
+            policy.encode_prompt([{"role": "system", "content": s}, REQUESTS[1].messages[1]])
+            for s in systems
+        ]
+    )
+    assert shared_tokens() == computed() == 0
+    # The same system prompt, different observations: one prefix, then kept.
+    prompts = [policy.encode_prompt(r.messages) for r in REQUESTS]
+    same(prompts)
+    length = computed()
+    assert length >= SHARED_PREFIX_MIN_TOKENS
+    assert shared_tokens() == len(prompts) * length
+    # One row alone now starts from the kept prefix, without computing it again.
+    same([prompts[3]])
+    assert computed() == length and shared_tokens() == (len(prompts) + 1) * length
+    # A prompt that is a prefix of another, and a duplicate: each feeds at least its
+    # last token (a longer prefix than the kept one is computed from it).
+    longest = prompts[4]
+    same([longest[:-5], longest, longest])
+    assert computed() == len(longest) - 6
+    # Scoring: candidates of one conversation share the whole prompt but its last token.
+    messages = [r.messages for r in REQUESTS[:3]]
+    options = [["COOPERATE", "DEFECT"]] * 3
+    before = shared_tokens()
+    got_scores = policy.score_continuations(messages, options)
+    assert shared_tokens() > before
+    for got, want in zip(got_scores, reference.score_continuations(messages, options), strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+    policy.restart()
+    assert not policy._shared
+
+
+def test_shared_prefixes_of_older_weights_are_dropped(model_dir: Path) -> None:
+    """A kept prefix belongs to the weights it was computed with: after an in-place
+    update of a parameter (an optimizer step) it is recomputed."""
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    policy = LocalModelPolicy.load(str(model_dir), sampling=sampling)
+    prompts = [policy.encode_prompt(r.messages) for r in REQUESTS]
+    policy.generate_from_ids(prompts)
+    computed = policy.stats.counts["local/shared_prefix_fed"]
+    with torch.no_grad():
+        for param in policy.model.parameters():
+            param.mul_(1.5)
+    reference = LocalModelPolicy(policy.model, policy.tokenizer, sampling=sampling)
+    reference.reuse_cache = False
+    used = policy.stats.counts["local/shared_prefix_tokens"]
+    # A row alone: the stale prefix is not used (and one row computes none).
+    got = policy.generate_from_ids(prompts[:1])[0]
+    want = reference.generate_from_ids(prompts[:1])[0]
+    assert policy.stats.counts["local/shared_prefix_tokens"] == used
+    assert got.completion_ids == want.completion_ids
+    assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    # A batch computes the prefix again, with the new weights.
+    for g, w in zip(
+        policy.generate_from_ids(prompts), reference.generate_from_ids(prompts), strict=True
+    ):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    assert policy.stats.counts["local/shared_prefix_fed"] == 2 * computed
 
 
 def test_preallocated_cache_holds_what_a_dynamic_cache_holds(model_dir: Path) -> None:

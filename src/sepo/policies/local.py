@@ -44,6 +44,7 @@ Run it by hand (after ``pip install -e '.[train]'``)::
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -155,6 +156,64 @@ def constrained_distribution_from_tokens(
     return probs
 
 
+SHARED_PREFIX_MIN_TOKENS = 16
+"""The shortest common prompt prefix worth a shared key/value cache (see
+:meth:`LocalModelPolicy.generate_from_ids`): below it, an extra forward pass and the
+copies cost about what they save. It also bounds how much a stored prefix must grow
+before a longer one is computed."""
+
+SHARED_PREFIXES_KEPT = 8
+"""How many shared prefixes a policy keeps between calls, most recently used first: one
+per game's rules with room to spare, so that a batch mixing games does not evict its own
+prefixes. Each holds one row of key/values no longer than the prompt it came from."""
+
+
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token sequences."""
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
+def shared_prefix_groups(
+    prompts: Sequence[Sequence[int]], minimum: int = SHARED_PREFIX_MIN_TOKENS
+) -> list[tuple[list[int], int]]:
+    """Disjoint groups of prompts that should share one prefix: ``(indices, length)``.
+
+    Every prompt of a group starts with the same ``length`` tokens, ``length`` is at
+    least ``minimum`` and leaves each member at least its last token to feed (its logits
+    are the ones a generation or a score needs), and a group has at least two members.
+    Among such groupings this one feeds the fewest tokens: a group of ``n`` prompts
+    sharing ``length`` tokens feeds ``length`` once instead of ``n`` times. Sorted
+    lexicographically, prompts with a common prefix are neighbours and a run's common
+    prefix is the shortest of its neighbours'; a run is shared as a whole unless
+    splitting it where that shortest common prefix is reached (the first differing
+    token, e.g. a different game's rules) saves more.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    usable = [
+        min(common_length(prompts[a], prompts[b]), len(prompts[a]) - 1, len(prompts[b]) - 1)
+        for a, b in itertools.pairwise(order)
+    ]
+
+    def best(lo: int, hi: int) -> tuple[int, list[tuple[list[int], int]]]:
+        """Tokens saved and groups for ``order[lo : hi + 1]`` (``hi > lo``)."""
+        length = min(usable[lo:hi])
+        whole = (hi - lo) * length if length >= minimum else 0
+        saved, start = 0, lo
+        groups: list[tuple[list[int], int]] = []
+        for cut in [*(i for i in range(lo, hi) if usable[i] == length), hi]:
+            if cut > start:
+                part_saved, part_groups = best(start, cut)
+                saved, groups = saved + part_saved, groups + part_groups
+            start = cut + 1
+        if whole > 0 and whole >= saved:
+            return whole, [(order[lo : hi + 1], length)]
+        return saved, groups
+
+    return best(0, len(order) - 1)[1] if len(order) >= 2 else []
+
+
 def _softmax_at(logits: Sequence[float], temperature: float) -> list[float]:
     """Softmax of ``logits / temperature``; temperature 0 is a one-hot argmax (first max)."""
     if temperature <= 0.0:
@@ -193,7 +252,12 @@ class LocalModelPolicy:
         self.stats = PolicyStats()
         self._kv: dict[Hashable, tuple[list[int], Any]] = {}
         self.reuse_cache = True
-        """Keep each episode's key/value cache between its turns (see ``generate_from_ids``)."""
+        """Reuse key/values: each episode's between its turns, and shared prompt prefixes
+        across episodes (see ``generate_from_ids``). ``False`` (the paper's loop) shares
+        no prefix and ``respond`` keeps no per-episode cache, so every prompt is fed
+        whole; a caller that passes ``keys`` itself still gets per-episode caches."""
+        self._shared: list[tuple[list[int], Any]] = []
+        self._shared_weights: int | None = None
         self._reuse: bool | None = None
         self._calls = 0
         self._merge_system = False
@@ -344,7 +408,31 @@ class LocalModelPolicy:
         multi-turn episode costs its length once instead of once per turn. The cached
         values are the ones the model computed for those exact tokens at their
         positions, so results match a full recomputation up to floating-point
-        rounding."""
+        rounding.
+
+        **Shared prefixes.** Prompts that no kept cache covers (every episode's first
+        turn) start with the same tokens up to the first that differs: the chat
+        template's header, the game's rules, the start of the first observation. When
+        several rows of a micro-batch share at least :data:`SHARED_PREFIX_MIN_TOKENS`
+        such tokens (:func:`shared_prefix_groups`; never a prompt's last token, whose
+        logits are needed), their key/values are computed once, in a one-row forward
+        pass at positions ``0..P-1`` exactly as each row would have had them, and each
+        row feeds only the rest of its prompt. The policy keeps the
+        :data:`SHARED_PREFIXES_KEPT` most recently used prefixes between calls, so later
+        calls with the same rules (the next GRPO batch, the next evaluation episodes)
+        compute nothing, and a row alone in its batch uses a kept prefix too; a kept
+        prefix serves any prompt that shares enough of its first tokens (its key/values
+        are cut to the common part), and a group that shares more than a kept prefix
+        holds is computed from it by feeding only the difference. Kept prefixes are
+        dropped by ``forget()`` and ``restart()``, and whenever a parameter of the model
+        was changed in place since they were computed (an optimizer step,
+        ``load_state_dict``); after any other change of what the model computes (e.g.
+        switching adapters), call ``forget()``. Shared prefixes need ``reuse_cache`` and
+        a plain per-layer cache (see ``_cache_reusable``), and apply with or without
+        ``keys``. The results are those of feeding each prompt whole, up to
+        floating-point rounding; the rounding depends on the policy's earlier calls
+        only through which prefixes it kept, so the same sequence of calls still gives
+        the same answers."""
         cfg = sampling if sampling is not None else self.sampling
         prompts = [list(p) for p in prompt_ids_batch]
         results: list[TokenGeneration] = []
@@ -384,16 +472,19 @@ class LocalModelPolicy:
             start = chunk.stop
 
     def restart(self) -> None:
-        """Start afresh, as if just loaded: no cached conversations, and the call counter
-        that seeds sampling back at 0. ``sepo eval`` loads a model once and restarts it
-        before each game, so a game's results do not depend on the games played before."""
+        """Start afresh, as if just loaded: no cached conversations or shared prefixes,
+        and the call counter that seeds sampling back at 0. ``sepo eval`` loads a model
+        once and restarts it before each game, so a game's results do not depend on the
+        games played before (not even through the rounding of a prefix computed then)."""
         self.forget()
         self._calls = 0
 
     def forget(self, keys: Sequence[Hashable] | None = None) -> None:
-        """Drop cached conversations (all of them when ``keys`` is None)."""
+        """Drop cached conversations (all of them, and the shared prompt prefixes, when
+        ``keys`` is None)."""
         if keys is None:
             self._kv.clear()
+            self._shared.clear()
         else:
             for key in keys:
                 self._kv.pop(key, None)
@@ -420,6 +511,72 @@ class LocalModelPolicy:
         self._kv.pop(key, None)
         return [], None
 
+    def _shared_prefixes(
+        self, prompts: list[list[int]], rows: list[int]
+    ) -> dict[int, tuple[list[int], Any]]:
+        """The shared prefix (tokens, per-layer key/values) each of ``rows`` starts from,
+        for rows that have one (see "Shared prefixes" in :meth:`generate_from_ids`).
+
+        The micro-batch's groups (:func:`shared_prefix_groups`) not yet covered by a kept
+        prefix, to within :data:`SHARED_PREFIX_MIN_TOKENS`, are computed and kept; then
+        every row takes the longest part of a kept prefix that its prompt starts with,
+        all but its last token, if that is at least :data:`SHARED_PREFIX_MIN_TOKENS`.
+        """
+        if not rows or not self.reuse_cache or not self._cache_reusable():
+            return {}
+        weights = self._weights_version()
+        if weights != self._shared_weights:
+            self._shared.clear()
+            self._shared_weights = weights
+        for members, length in shared_prefix_groups([prompts[r] for r in rows]):
+            tokens = prompts[rows[members[0]]][:length]
+            base = max(self._shared, key=lambda e: common_length(e[0], tokens), default=None)
+            covered = min(length, common_length(base[0], tokens)) if base is not None else 0
+            if length - covered >= SHARED_PREFIX_MIN_TOKENS:
+                self._shared.insert(0, (tokens, self._encode_prefix(tokens, base, covered)))
+                self.stats.add("local/shared_prefix_fed", length - covered)
+        chosen: dict[int, tuple[list[int], Any]] = {}
+        used: set[int] = set()
+        for row in rows:
+            prompt = prompts[row]
+            lengths = [min(common_length(t, prompt), len(prompt) - 1) for t, _ in self._shared]
+            if not lengths or max(lengths) < SHARED_PREFIX_MIN_TOKENS:
+                continue
+            best = max(range(len(lengths)), key=lengths.__getitem__)
+            length, (_, kv) = lengths[best], self._shared[best]
+            chosen[row] = (prompt[:length], [(k[:, :length], v[:, :length]) for k, v in kv])
+            used.add(best)
+            self.stats.add("local/shared_prefix_tokens", length)
+        # Most recently used first; the least recently used beyond the bound are dropped.
+        order = sorted(range(len(self._shared)), key=lambda i: i not in used)
+        self._shared = [self._shared[i] for i in order[:SHARED_PREFIXES_KEPT]]
+        return chosen
+
+    def _encode_prefix(self, tokens: list[int], base: Any, covered: int) -> Any:
+        """Per-layer (keys, values) of ``tokens`` at positions ``0..len-1``, one row
+        (heads, tokens, head dim) per layer, from a single-row forward pass; the first
+        ``covered`` columns are taken from the kept prefix ``base`` instead of fed."""
+        import torch
+
+        device = self._device()
+        start: tuple[list[int], Any] = ([], None)
+        if covered:
+            start = (tokens[:covered], [(k[:, :covered], v[:, :covered]) for k, v in base[1]])
+        past = self._stack_cache([start], covered, device, capacity=len(tokens))
+        fed = torch.tensor([tokens[covered:]], dtype=torch.long, device=device)
+        attention = torch.ones((1, len(tokens)), dtype=torch.long, device=device)
+        positions = torch.arange(covered, len(tokens), device=device).unsqueeze(0)
+        with self._eval_mode(), torch.inference_mode():
+            self._forward_last(fed, attention, positions, 1, past)
+        # Views of buffers exactly ``len(tokens)`` wide that nothing else holds.
+        return [(layer.keys[0], layer.values[0]) for layer in past.layers]
+
+    def _weights_version(self) -> int:
+        """A number that changes whenever a parameter of the model is modified in place
+        (the sum of torch's per-tensor version counters): kept prefixes of older
+        weights are stale."""
+        return sum(int(p._version) for p in self.model.parameters())
+
     def _generate_chunk(
         self,
         prompts: list[list[int]],
@@ -436,6 +593,9 @@ class LocalModelPolicy:
             if use_cache and keys
             else [([], None)] * len(prompts)
         )
+        shared = self._shared_prefixes(prompts, [r for r, (c, _) in enumerate(prefixes) if not c])
+        for row, prefix in shared.items():
+            prefixes[row] = prefix
         # Layout of each row: [pad][cached tokens][pad][new tokens]; the two parts are
         # right-aligned to the widths C and S so that the model is fed only the last S.
         c_width = max(len(c) for c, _ in prefixes)
@@ -456,7 +616,7 @@ class LocalModelPolicy:
         # copying every layer's cache once per token (``_preallocated_cache``).
         past = (
             self._stack_cache(prefixes, c_width, device, width + cfg.max_new_tokens)
-            if use_cache
+            if use_cache or shared
             else None
         )
         seed = cfg.seed + self._next_call()
@@ -490,7 +650,7 @@ class LocalModelPolicy:
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
-        if past is not None and keys is not None:
+        if use_cache and keys is not None:
             # ``generate`` filled ``past`` in place: it holds every row's key/values.
             self._store_cache(keys, prompts, results, attention, width, past)
         self.stats.add("local/generate_calls")
@@ -706,24 +866,29 @@ class LocalModelPolicy:
 
         def score(chunk: range) -> None:
             idx = [order[i] for i in chunk]
+            # Pairs that no kept cache covers start from a shared prefix where they can
+            # (candidates of one conversation share their whole prompt but its last token).
+            shared = self._shared_prefixes(
+                [pairs[i][0] for i in idx], [r for r, i in enumerate(idx) if not prefixes[i][0]]
+            )
+            starts = [shared.get(row, prefixes[i]) for row, i in enumerate(idx)]
             # Layout as in generation: [pad][cached tokens][pad][fed tokens], every row
             # ending at the last column; only the fed part goes through the model.
-            c_width = max(len(prefixes[i][0]) for i in idx)
-            seqs = [(pairs[i][0] + pairs[i][1])[len(prefixes[i][0]) :] for i in idx]
+            c_width = max(len(cached) for cached, _ in starts)
+            seqs = [
+                (pairs[i][0] + pairs[i][1])[len(start[0]) :]
+                for i, start in zip(idx, starts, strict=True)
+            ]
             width = max(len(s) for s in seqs)
             keep = max(len(pairs[i][1]) for i in idx) + 1
             input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             attention = torch.zeros((len(seqs), c_width + width), dtype=torch.long)
-            for row, (i, seq) in enumerate(zip(idx, seqs, strict=True)):
+            for row, (seq, (cached, _)) in enumerate(zip(seqs, starts, strict=True)):
                 input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-                attention[row, c_width - len(prefixes[i][0]) : c_width] = 1
+                attention[row, c_width - len(cached) : c_width] = 1
                 attention[row, c_width + width - len(seq) :] = 1
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, c_width:]
-            past = (
-                self._stack_cache([prefixes[i] for i in idx], c_width, device)
-                if c_width > 0
-                else None
-            )
+            past = self._stack_cache(starts, c_width, device) if c_width > 0 else None
             with self._eval_mode(), torch.inference_mode():
                 logits = self._forward_last(
                     input_ids.to(device), attention.to(device), positions.to(device), keep, past
