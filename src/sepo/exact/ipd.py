@@ -203,18 +203,22 @@ class IPDTableStrategy:
     cooperate: Mapping[str, float] = field(repr=False)
 
     def __post_init__(self) -> None:
-        expected = set(all_history_keys(self.rounds)) if self.rounds >= 1 else set()
-        if self.rounds < 1:
-            raise IPDStrategyError(f"an IPD strategy table needs rounds >= 1, not {self.rounds}")
+        rounds = self.rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise IPDStrategyError(f"an IPD strategy table needs rounds >= 1, not {rounds!r}")
+        size = (4**rounds - 1) // 3
+        if len(self.cooperate) != size:
+            raise IPDStrategyError(
+                f"an IPD strategy table for {rounds} rounds has {size:,} histories, "
+                f"not {len(self.cooperate):,}"
+            )
+        expected = set(all_history_keys(rounds))
         keys = set(self.cooperate)
         if keys != expected:
             missing = sorted(expected - keys, key=lambda k: (len(k), k))
             extra = sorted(keys - expected, key=lambda k: (len(k), k))
             what = f"missing history {missing[0]!r}" if missing else f"unknown history {extra[0]!r}"
-            raise IPDStrategyError(
-                f"an IPD strategy table for {self.rounds} rounds has the {len(expected)} "
-                f"histories of all_history_keys({self.rounds}); {what}"
-            )
+            raise IPDStrategyError(f"an IPD strategy table for {rounds} rounds: {what}")
         table: dict[str, float] = {}
         for key, value in self.cooperate.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
