@@ -267,3 +267,14 @@ def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
         tmp_path, f"hf:{folder}", max_steps=2, per_device_batch_size=2, grad_accum=1, eval_limit=2
     )
     assert result.steps == 2 and result.train_loss_last == result.train_loss_last  # not NaN
+
+
+def test_tiny_sft_passes_for_ipd_data() -> None:
+    from sepo.train.sft import TINY_DEFAULTS, TINY_IPD_EPOCHS, sft_epochs_for
+
+    assert TINY_DEFAULTS.epochs < TINY_IPD_EPOCHS
+    assert sft_epochs_for("tiny", ["ipd"], None) == TINY_IPD_EPOCHS
+    assert sft_epochs_for("tiny:runs/x/base-model", ("ipd", "auction"), None) == TINY_IPD_EPOCHS
+    assert sft_epochs_for("tiny", ["kuhn"], None) is None  # the main job's tuned recipe
+    assert sft_epochs_for("hf:some/model", ["ipd"], None) is None  # the paper's 3 epochs
+    assert sft_epochs_for("tiny", ["ipd"], 2.0) == 2.0  # an explicit value wins

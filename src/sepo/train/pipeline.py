@@ -37,7 +37,7 @@ from sepo.objective import PenaltyVariant, ScaleVariant
 from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
-from sepo.train.sft import SFTError, library_versions
+from sepo.train.sft import SFTError, library_versions, sft_epochs_for
 
 Log = Callable[[str], None]
 
@@ -58,7 +58,8 @@ class TrainSettings:
     reaches in its time budget anyway."""
     sft_epochs: float | None = None
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT
-    default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's)."""
+    default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's;
+    for the tiny model on data with IPD, :data:`sepo.train.sft.TINY_IPD_EPOCHS`)."""
     sft_learning_rate: float | None = None
     """``None``: the SFT default for the model kind (tiny 2e-3, hf 2e-5)."""
     sft_batch_size: int | None = None
@@ -371,7 +372,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
                 data=data_dir,
                 out=sft_dir,
                 model=model_spec,
-                epochs=s.sft_epochs,
+                epochs=sft_epochs_for(model_spec, s.games, s.sft_epochs),
                 learning_rate=s.sft_learning_rate,
                 per_device_batch_size=s.sft_batch_size,
                 prefix_curriculum=s.sft_curriculum,

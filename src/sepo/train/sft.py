@@ -276,6 +276,29 @@ quarter instead gave 0.070 on seed 0 but, on seed 1, a model that called bets wi
 76% of the time (0.262): the whole-episode stage then runs mostly at a reduced rate."""
 
 
+TINY_IPD_EPOCHS = 4.0
+"""Whole-episode passes of the tiny recipe when the data holds IPD episodes (instead of
+``TINY_DEFAULTS.epochs``). Measured on ``sepo data sft --game ipd --episodes 400`` (seed
+0), by tabulating the SFT model's exact IPD policy (``sepo.policies.extract_ipd``): at
+1.5 passes the model writes the right reasoning line ("Last round the opponent played
+DEFECT.") and then cooperates with probability 0.55-0.62 at every history, the
+demonstrators' marginal rate; at 4 passes (224 s on 2 cores) P(COOPERATE) in round 2 is
+0.97 after mutual cooperation, 0.09 after being defected on and 0.09 after its own
+defection, against 0.97, 0.12 and 0.06 for the SPEC §5 mixture. Kuhn keeps 1.5 (tuned
+on the main job); with IPD in joint data the other games' episodes get the same passes,
+which was not measured."""
+
+
+def sft_epochs_for(model: str, games: Sequence[str], epochs: float | None) -> float | None:
+    """The SFT passes to use: ``epochs`` when given, :data:`TINY_IPD_EPOCHS` for the tiny
+    model on data with IPD, else ``None`` (the model kind's default)."""
+    if epochs is not None:
+        return epochs
+    if model.partition(":")[0] == "tiny" and "ipd" in games:
+        return TINY_IPD_EPOCHS
+    return None
+
+
 @dataclass(frozen=True)
 class SFTResult:
     """What one SFT run produced (also written to ``OUT/sft_result.json``)."""
