@@ -269,12 +269,22 @@ def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
     assert result.steps == 2 and result.train_loss_last == result.train_loss_last  # not NaN
 
 
-def test_tiny_sft_passes_for_ipd_data() -> None:
-    from sepo.train.sft import TINY_DEFAULTS, TINY_IPD_EPOCHS, sft_epochs_for
+def test_tiny_sft_passes_for_ipd_data(tmp_path: Path) -> None:
+    from sepo.train.sft import TINY_DEFAULTS, TINY_IPD_EPOCHS, SFTSettings
+
+    def epochs(model: str, games: list[str], given: float | None = None) -> float | None:
+        data = tmp_path / "-".join(games)
+        data.mkdir(exist_ok=True)
+        (data / "card.json").write_text(json.dumps({"games": games}))
+        return (
+            SFTSettings(data=data, out=tmp_path / "out", model=model, epochs=given)
+            .resolved()
+            .epochs
+        )
 
     assert TINY_DEFAULTS.epochs < TINY_IPD_EPOCHS
-    assert sft_epochs_for("tiny", ["ipd"], None) == TINY_IPD_EPOCHS
-    assert sft_epochs_for("tiny:runs/x/base-model", ("ipd", "auction"), None) == TINY_IPD_EPOCHS
-    assert sft_epochs_for("tiny", ["kuhn"], None) is None  # the main job's tuned recipe
-    assert sft_epochs_for("hf:some/model", ["ipd"], None) is None  # the paper's 3 epochs
-    assert sft_epochs_for("tiny", ["ipd"], 2.0) == 2.0  # an explicit value wins
+    assert epochs("tiny", ["ipd"]) == TINY_IPD_EPOCHS
+    assert epochs("tiny", ["ipd", "auction"]) == TINY_IPD_EPOCHS
+    assert epochs("tiny", ["kuhn"]) == TINY_DEFAULTS.epochs  # the main job's tuned recipe
+    assert epochs("hf:some/model", ["ipd"]) == 3.0  # the paper's 3 epochs
+    assert epochs("tiny", ["ipd"], 2.0) == 2.0  # an explicit value wins

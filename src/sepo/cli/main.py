@@ -655,7 +655,7 @@ def sft(
 ) -> None:
     """Supervised warm start on demonstrator episodes (TRL SFTTrainer, assistant turns only)."""
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
-    from sepo.train.sft import SFTError, SFTSettings, run_sft, sft_epochs_for
+    from sepo.train.sft import SFTError, SFTSettings, run_sft
 
     names = resolve_games(game)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -670,7 +670,7 @@ def sft(
                 out=out,
                 model=model,
                 lora=lora,
-                epochs=sft_epochs_for(model, names, epochs),
+                epochs=epochs,
                 learning_rate=lr,
                 seed=seed,
                 report_to=report_to,

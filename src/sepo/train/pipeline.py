@@ -37,7 +37,7 @@ from sepo.objective import PenaltyVariant, ScaleVariant
 from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
-from sepo.train.sft import SFTError, library_versions, sft_epochs_for
+from sepo.train.sft import SFTError, library_versions
 
 Log = Callable[[str], None]
 
@@ -372,7 +372,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
                 data=data_dir,
                 out=sft_dir,
                 model=model_spec,
-                epochs=sft_epochs_for(model_spec, s.games, s.sft_epochs),
+                epochs=s.sft_epochs,
                 learning_rate=s.sft_learning_rate,
                 per_device_batch_size=s.sft_batch_size,
                 prefix_curriculum=s.sft_curriculum,

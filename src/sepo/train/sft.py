@@ -186,7 +186,8 @@ class SFTSettings:
     """Allow writing into a non-empty ``out``."""
 
     def resolved(self) -> SFTSettings:
-        """A copy with every ``None`` default filled in for the model kind."""
+        """A copy with every ``None`` default filled in for the model kind (for the tiny
+        model on data with IPD, ``epochs`` is :data:`TINY_IPD_EPOCHS`)."""
         kind = parse_model_spec(self.model)[0]
         defaults = TINY_DEFAULTS if kind == "tiny" else HF_DEFAULTS
         lora = self.lora if self.lora is not None else kind == "hf"
@@ -194,7 +195,15 @@ class SFTSettings:
         for f in fields(KindDefaults):
             if getattr(self, f.name) is None:
                 values[f.name] = getattr(defaults, f.name)
+        if kind == "tiny" and self.epochs is None and "ipd" in self.data_games():
+            values["epochs"] = TINY_IPD_EPOCHS
         return replace(self, **values)
+
+    def data_games(self) -> list[str]:
+        """The games of the data folder (its ``card.json``; [] when it has none)."""
+        card = _read_card(self.data)
+        games = card.get("games") if isinstance(card, dict) else None
+        return [str(g) for g in games] if isinstance(games, list) else []
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -287,16 +296,6 @@ demonstrators' marginal rate; at 4 passes (224 s on 2 cores) P(COOPERATE) in rou
 defection, against 0.97, 0.12 and 0.06 for the SPEC §5 mixture. Kuhn keeps 1.5 (tuned
 on the main job); with IPD in joint data the other games' episodes get the same passes,
 which was not measured."""
-
-
-def sft_epochs_for(model: str, games: Sequence[str], epochs: float | None) -> float | None:
-    """The SFT passes to use: ``epochs`` when given, :data:`TINY_IPD_EPOCHS` for the tiny
-    model on data with IPD, else ``None`` (the model kind's default)."""
-    if epochs is not None:
-        return epochs
-    if model.partition(":")[0] == "tiny" and "ipd" in games:
-        return TINY_IPD_EPOCHS
-    return None
 
 
 @dataclass(frozen=True)
