@@ -175,6 +175,12 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     )
 
 
+def _cut_prefix(tokens: Sequence[int], kv: Any, length: int) -> tuple[list[int], Any]:
+    """The first ``length`` tokens and a kept per-layer (keys, values) cache cut to them
+    (views, not copies)."""
+    return list(tokens[:length]), [(k[:, :length], v[:, :length]) for k, v in kv]
+
+
 def shared_prefix_groups(
     prompts: Sequence[Sequence[int]], minimum: int = SHARED_PREFIX_MIN_TOKENS
 ) -> list[tuple[list[int], int]]:
@@ -544,7 +550,7 @@ class LocalModelPolicy:
                 continue
             best = max(range(len(lengths)), key=lengths.__getitem__)
             length, (_, kv) = lengths[best], self._shared[best]
-            chosen[row] = (prompt[:length], [(k[:, :length], v[:, :length]) for k, v in kv])
+            chosen[row] = _cut_prefix(prompt, kv, length)
             used.add(best)
             self.stats.add("local/shared_prefix_tokens", length)
         # Most recently used first; the least recently used beyond the bound are dropped.
@@ -561,7 +567,7 @@ class LocalModelPolicy:
         device = self._device()
         start: tuple[list[int], Any] = ([], None)
         if covered:
-            start = (tokens[:covered], [(k[:, :covered], v[:, :covered]) for k, v in base[1]])
+            start = _cut_prefix(tokens, base[1], covered)
         past = self._stack_cache([start], covered, device, capacity=len(tokens))
         fed = torch.tensor([tokens[covered:]], dtype=torch.long, device=device)
         attention = torch.ones((1, len(tokens)), dtype=torch.long, device=device)
@@ -839,13 +845,10 @@ class LocalModelPolicy:
         if entry is None:
             return [], None
         cached, kv = entry
-        length = 0
-        limit = min(len(cached), len(prompt) - 1)
-        while length < limit and cached[length] == prompt[length]:
-            length += 1
-        if length == 0:
+        length = min(common_length(cached, prompt), len(prompt) - 1)
+        if length <= 0:
             return [], None
-        return prompt[:length], [(k[:, :length], v[:, :length]) for k, v in kv]
+        return _cut_prefix(prompt, kv, length)
 
     def _score_pairs(
         self,
