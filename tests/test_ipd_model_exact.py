@@ -292,9 +292,11 @@ def test_cli_ipd_worst_case_of_a_model(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Three rounds instead of eight keep this a unit test (21 nodes, not 21,845).
+    import sepo.exact.ipd as exact_ipd
     import sepo.policies.extract_ipd as extract_ipd
 
-    monkeypatch.setattr(extract_ipd, "make_game", lambda name: make_game(name, rounds=3))
+    for module in (extract_ipd, exact_ipd):
+        monkeypatch.setattr(module, "make_game", lambda name: make_game(name, rounds=3))
     saved = tmp_path / "table.json"
     args = ["exploitability", "--game", "ipd", "--policy", f"tiny:{model_dir}", "--json"]
     result = runner.invoke(app, [*args, "--save-strategy", str(saved), "--temperature", "0.9"])

@@ -479,8 +479,7 @@ def _ipd_exploitability(
     save_strategy: Path | None,
     temperature: float | None,
 ) -> None:
-    from sepo.exact.ipd import IPDTableStrategy, NotExactError, ipd_exploitability
-    from sepo.games.ipd import IPD
+    from sepo.exact.ipd import NotExactError, ipd_exploitability
     from sepo.policies.resolve import load_policy, training_temperature
 
     kind = policy.partition(":")[0]
@@ -518,9 +517,8 @@ def _ipd_exploitability(
             raise UsageError(f"{policy} is not a strategy")
     if save_strategy is not None:
         strategy.to_json(save_strategy)
-    game = IPD(rounds=strategy.rounds) if isinstance(strategy, IPDTableStrategy) else None
     try:
-        result = ipd_exploitability(strategy, game)
+        result = ipd_exploitability(strategy)
     except NotExactError as exc:
         raise UsageError(str(exc)) from None
     payload: dict[str, Any] = {"policy": policy, "game": "ipd", "mode": mode, **result.to_json()}

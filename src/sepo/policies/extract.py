@@ -34,7 +34,7 @@ from sepo.exact.kuhn import INFOSETS, KuhnStrategy, exploitability
 from sepo.games import make_game
 from sepo.games.kuhn import action_words
 from sepo.opponents import find_strategy
-from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.engine import EpisodeSpec, run_episodes, turn_messages
 from sepo.rollout.protocol import AgentPolicy, Message
 
 
@@ -57,10 +57,7 @@ def infoset_view(infoset: str, rounds: int = 6) -> View:
 
 def infoset_messages(infoset: str) -> list[Message]:
     game = make_game("kuhn")
-    return [
-        {"role": "system", "content": game.system_prompt()},
-        {"role": "user", "content": game.render(infoset_view(infoset, game.facts.rounds))},
-    ]
+    return turn_messages(game, infoset_view(infoset, game.facts.rounds), since=0, first=True)
 
 
 def reasoning_prefix(text: str) -> str:

@@ -38,6 +38,7 @@ from sepo.exact.ipd import IPDTableStrategy, history_key
 from sepo.games import make_game
 from sepo.games.ipd import COOPERATE, IPD, MOVES
 from sepo.policies.extract import reasoning_prefix
+from sepo.rollout.engine import turn_messages
 from sepo.rollout.protocol import Message, SamplingConfig
 
 _AGENT = 0
@@ -93,9 +94,8 @@ def extract_ipd_tree(
             for b in MOVES:
                 state = parent.state.clone()
                 state.apply_actions({_AGENT: a, 1 - _AGENT: b})
-                view = state.view(_AGENT)
-                observation: Message = {"role": "user", "content": ipd.render(view, since=seen)}
-                child = node(state, [*parent.messages, answer, observation])
+                observation = turn_messages(ipd, state.view(_AGENT), seen, first=False)
+                child = node(state, [*parent.messages, answer, *observation])
                 policy.branch_cache(parent.key, child.key, child.prompt)
                 out.append(child)
         policy.forget([parent.key])
@@ -118,14 +118,7 @@ def extract_ipd_tree(
             table[history_key(n.state.history)] = min(1.0, max(0.0, float(dist[cooperate])))
 
     start = ipd.new_state()
-    view = start.view(_AGENT)
-    root = node(
-        start,
-        [
-            {"role": "system", "content": ipd.system_prompt()},
-            {"role": "user", "content": ipd.render(view, since=0)},
-        ],
-    )
+    root = node(start, turn_messages(ipd, start.view(_AGENT), 0, first=True))
     try:
         pending, expand = [root], []
         while pending:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
-from sepo.core.types import Action, Game, State, Strategy
+from sepo.core.types import Action, Game, State, Strategy, View
 from sepo.games.text import format_action
 from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Message, Recovery
 
@@ -356,12 +356,22 @@ def _play_model(
             on_step(ended, len(lives))
 
 
+def turn_messages(game: Game, view: View, since: int, first: bool) -> list[Message]:
+    """What an agent's conversation gains before it answers at ``view``: on its ``first``
+    turn the rules (the system message), then the observation of ``view`` listing the
+    rounds played from round ``since`` on (the ones not shown to it yet). The one
+    definition of the conversation format, shared by exact extraction."""
+    messages: list[Message] = []
+    if first:
+        messages.append({"role": "system", "content": game.system_prompt()})
+    messages.append({"role": "user", "content": game.render(view, since=since)})
+    return messages
+
+
 def _request(index: int, live: _Live) -> DecisionRequest:
     game = live.spec.game
     view = live.state.view(AGENT)
-    if not live.messages:
-        live.messages.append({"role": "system", "content": game.system_prompt()})
-    live.messages.append({"role": "user", "content": game.render(view, since=live.seen_rounds)})
+    live.messages.extend(turn_messages(game, view, live.seen_rounds, first=not live.messages))
     live.seen_rounds = len(view.history)
     return DecisionRequest(
         episode=index,
