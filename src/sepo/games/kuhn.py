@@ -98,10 +98,16 @@ class KuhnState(EpisodeState):
             raise GameError(f"{outcome!r} is not a legal deal now")
         self._cards = deal
 
-    def to_move(self) -> tuple[int, ...]:
+    def _player_to_move(self) -> int | None:
+        """Whose move it is (the first actor alternates by hand, then turns alternate);
+        None at a deal or after the last hand."""
         if self._cards is None or self._round >= self._rounds:
-            return ()
-        return _MOVER[(self._round + len(self._betting)) % 2]
+            return None
+        return (self._round + len(self._betting)) % 2
+
+    def to_move(self) -> tuple[int, ...]:
+        player = self._player_to_move()
+        return () if player is None else _MOVER[player]
 
     def legal_actions(self, player: int) -> tuple[Action, ...]:
         if player not in self.to_move():
@@ -109,10 +115,8 @@ class KuhnState(EpisodeState):
         return _WORDS_AT[self._betting]
 
     def apply_actions(self, actions: Mapping[int, Action]) -> None:
-        if self._cards is None or self._round >= self._rounds:
-            raise GameError("exactly the player to move must act")
-        player = (self._round + len(self._betting)) % 2
-        if len(actions) != 1 or player not in actions:
+        player = self._player_to_move()
+        if player is None or len(actions) != 1 or player not in actions:
             raise GameError("exactly the player to move must act")
         action = actions[player]
         passive, aggressive = _WORDS_AT[self._betting]
@@ -147,9 +151,7 @@ class KuhnState(EpisodeState):
 
     def view(self, player: int) -> View:
         cards, live = self._cards, self._round < self._rounds
-        legal: tuple[Action, ...] = ()
-        if cards is not None and live and player == (self._round + len(self._betting)) % 2:
-            legal = _WORDS_AT[self._betting]
+        legal = _WORDS_AT[self._betting] if player == self._player_to_move() else ()
         return View(
             "kuhn",
             player,
