@@ -92,6 +92,8 @@ def test_cli_sampled_mode_reports_intervals(tmp_path: Path) -> None:
     [
         (["--mode", "exact"], "--mode is auto, prompt or sampled"),
         (["--mode", "sampled", "--episodes", "0"], "episodes"),
+        (["--episodes", "50"], "apply to --mode sampled; this run is 'prompt'"),
+        (["--mode", "prompt", "--seed", "1"], "apply to --mode sampled"),
     ],
 )
 def test_cli_bad_mode_arguments(args: list[str], needle: str) -> None:

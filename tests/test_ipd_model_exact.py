@@ -318,7 +318,9 @@ def test_cli_ipd_refuses_what_it_cannot_tabulate(tmp_path: Path) -> None:
     cases = [
         (["--policy", "openai:m@http://127.0.0.1:9"], "exact probabilities"),
         (["--policy", "scripted:tit_for_tat", "--temperature", "0.5"], "model policies"),
-        (["--policy", "scripted:tit_for_tat", "--mode", "sampled"], "--mode is Kuhn's"),
+        (["--policy", "scripted:tit_for_tat", "--mode", "sampled"], "--mode, --episodes"),
+        (["--policy", "scripted:tit_for_tat", "--episodes", "50"], "--mode, --episodes"),
+        (["--policy", "scripted:tit_for_tat", "--seed", "3"], "--mode, --episodes"),
         (
             ["--policy", "scripted:tit_for_tat", "--save-strategy", str(tmp_path / "x.json")],
             "saves a model's table",

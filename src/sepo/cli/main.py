@@ -34,10 +34,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's option table truncates long option names ("--checkpoint-eve…")
+    # on an 80-column terminal; click wraps the help text instead and drops nothing.
+    rich_markup_mode=None,
 )
-model_app = typer.Typer(help="Build the embedded default model.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="Build the embedded default model.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(model_app, name="model")
-data_app = typer.Typer(help="Build training datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Build training datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 # Wide tables when output is captured (CI logs, files): rich defaults to 80 columns there.
@@ -361,8 +366,10 @@ def exploitability(
             "scripted ones."
         ),
     ] = "auto",
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes for --mode sampled.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of --mode sampled.")] = 0,
+    episodes: Annotated[
+        int | None, typer.Option(min=1, help="Episodes for --mode sampled [default: 200].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --mode sampled [default: 0].")] = None,
 ) -> None:
     """Exact exploitability of a Kuhn policy and each seat's best-response value; with
     --game ipd, the worst case of a strategy or a local model (best-response advantage
@@ -378,9 +385,13 @@ def exploitability(
     from sepo.policies.resolve import is_model_spec, load_policy, training_temperature
     from sepo.rollout.protocol import SamplingConfig
 
+    sampling_options = episodes is not None or seed is not None
     if game == "ipd":
-        if mode != "auto":
-            raise UsageError("--mode is Kuhn's; --game ipd tabulates a model's exact probabilities")
+        if mode != "auto" or sampling_options:
+            raise UsageError(
+                "--mode, --episodes and --seed are Kuhn's; --game ipd tabulates a model's "
+                "exact probabilities"
+            )
         _ipd_exploitability(policy, as_json, adapter, save_strategy, temperature)
         return
     if game != "kuhn":
@@ -391,10 +402,11 @@ def exploitability(
         raise UsageError(f"--mode is auto, prompt or sampled, not {mode!r}")
     make_game(game)
     _check_save_path(save_strategy)
+    n_episodes, sample_seed = episodes or 200, seed or 0
     model = is_model_spec(policy)
     if model and temperature is None:
         temperature = training_temperature(policy)
-    sampling = SamplingConfig(temperature=temperature or 1.0, seed=seed)
+    sampling = SamplingConfig(temperature=temperature or 1.0, seed=sample_seed)
     loaded = load_policy(policy, game, adapter=adapter, sampling=sampling)
     local = hasattr(loaded.policy, "constrained_distributions")
     if mode == "auto":
@@ -403,9 +415,11 @@ def exploitability(
                 f"{policy} is not a Kuhn behavioural strategy; --mode sampled measures it by play"
             )
         mode = "prompt" if local or not model else "sampled"
+    if mode != "sampled" and sampling_options:
+        raise UsageError(f"--episodes and --seed apply to --mode sampled; this run is {mode!r}")
     sampled: SampledStrategy | None = None
     if mode == "sampled":
-        sampled = extract_sampled_strategy(loaded.policy, episodes=episodes, seed=seed)
+        sampled = extract_sampled_strategy(loaded.policy, episodes=n_episodes, seed=sample_seed)
         strategy = sampled.strategy
     elif local:
         strategy = extract_prompt_strategy(loaded.policy, sampling.temperature)
@@ -430,7 +444,7 @@ def exploitability(
     }
     interval: tuple[float, float] | None = None
     if sampled is not None:
-        interval = exploitability_interval(sampled, seed=seed)
+        interval = exploitability_interval(sampled, seed=sample_seed)
         payload |= {
             "episodes": sampled.episodes,
             "exploitability_ci95": list(interval),
@@ -682,6 +696,15 @@ def sft(
         f" (eval {result.eval_loss if result.eval_loss is not None else float('nan'):.3f}) in "
         f"{result.train_seconds:.0f} s; evaluate with --policy {result.policy}"
     )
+    if result.reasoning_match:
+        match = result.reasoning_match
+        console.print(
+            f"reasoning as the demonstrators': {match['matched']}/{match['checked']} "
+            "held-out decisions"
+        )
+    warning = result.reasoning_warning()
+    if warning:
+        err_console.print(warning)
 
 
 @app.command()
