@@ -382,6 +382,9 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             )
         )
         log(f"  {result.loss_summary}")
+        warning = result.reasoning_warning()
+        if warning:
+            log(f"  {warning}")
     sft_result = json.loads((sft_dir / "sft_result.json").read_text())
     sft_adapter = sft_result.get("adapter")
     sft_path = base_path if sft_adapter else str(sft_dir)

@@ -334,6 +334,17 @@ class SFTResult:
     wall_seconds: float
     """Wall-clock seconds of the whole run (building, tokenizing, training, evaluating,
     saving)."""
+    reasoning_match: dict[str, Any] | None = None
+    """How often the model's greedy reasoning equals the demonstrators' templated one at
+    held-out decisions (:mod:`sepo.train.sft_check`; ``None``: no validation data)."""
+
+    def reasoning_warning(self) -> str | None:
+        """:meth:`sepo.train.sft_check.ReasoningAgreement.warning` of this run, if any."""
+        from sepo.train.sft_check import ReasoningAgreement
+
+        if not self.reasoning_match:
+            return None
+        return ReasoningAgreement.from_json(self.reasoning_match).warning()
 
     @property
     def policy_spec(self) -> str:
@@ -701,6 +712,15 @@ def run_sft(settings: SFTSettings) -> SFTResult:
     if trainer.eval_dataset is not None:
         eval_loss = float(trainer.evaluate()["eval_loss"])
 
+    reasoning_match = None
+    valid = data_files(s.data).get("validation")
+    if valid is not None:
+        from sepo.policies.local import LocalModelPolicy
+        from sepo.train.sft_check import held_out_decisions, reasoning_agreement
+
+        checker = LocalModelPolicy(trainer.model, prepared.tokenizer, max_batch_size=32)
+        reasoning_match = reasoning_agreement(checker, held_out_decisions(valid)).to_json()
+
     trainer.save_model(str(s.out))
     prepared.tokenizer.save_pretrained(str(s.out))
     history = list(trainer.state.log_history)
@@ -730,6 +750,7 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         total_parameters=int(total),
         train_seconds=train_seconds,
         wall_seconds=time.perf_counter() - prepared.started,
+        reasoning_match=reasoning_match,
     )
     _write_json(
         s.out / CONFIG_FILE,
