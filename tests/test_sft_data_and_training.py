@@ -108,6 +108,10 @@ def test_short_sft_run_lowers_loss_and_changes_parameters(tmp_path: Path) -> Non
     assert match is not None and match["checked"] > 0 and set(match["per_game"]) == {"ipd"}
     saved = json.loads((tmp_path / "sft" / "sft_result.json").read_text())
     assert saved["reasoning_match"] == match
+    assert result.reasoning_summary == (
+        f"reasoning as the demonstrators' at {match['matched']}/{match['checked']} "
+        "held-out decisions"
+    )
     before = load_file(str(Path(base) / "model.safetensors"))
     after = load_file(str(tmp_path / "sft" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)

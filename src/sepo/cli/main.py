@@ -696,12 +696,8 @@ def sft(
         f" (eval {result.eval_loss if result.eval_loss is not None else float('nan'):.3f}) in "
         f"{result.train_seconds:.0f} s; evaluate with --policy {result.policy}"
     )
-    if result.reasoning_match:
-        match = result.reasoning_match
-        console.print(
-            f"reasoning as the demonstrators': {match['matched']}/{match['checked']} "
-            "held-out decisions"
-        )
+    if result.reasoning_summary:
+        console.print(result.reasoning_summary)
     warning = result.reasoning_warning()
     if warning:
         err_console.print(warning)

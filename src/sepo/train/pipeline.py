@@ -382,6 +382,8 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             )
         )
         log(f"  {result.loss_summary}")
+        if result.reasoning_summary:
+            log(f"  {result.reasoning_summary}")
         warning = result.reasoning_warning()
         if warning:
             log(f"  {warning}")

@@ -338,6 +338,16 @@ class SFTResult:
     """How often the model's greedy reasoning equals the demonstrators' templated one at
     held-out decisions (:mod:`sepo.train.sft_check`; ``None``: no validation data)."""
 
+    @property
+    def reasoning_summary(self) -> str | None:
+        """``reasoning as the demonstrators' at M/N held-out decisions``, if checked."""
+        m = self.reasoning_match
+        if not m or not m["checked"]:
+            return None
+        return (
+            f"reasoning as the demonstrators' at {m['matched']}/{m['checked']} held-out decisions"
+        )
+
     def reasoning_warning(self) -> str | None:
         """:meth:`sepo.train.sft_check.ReasoningAgreement.warning` of this run, if any."""
         from sepo.train.sft_check import ReasoningAgreement
