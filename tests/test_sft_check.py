@@ -103,3 +103,5 @@ def test_an_answer_without_a_reasoning_line_does_not_match(tmp_path: Path) -> No
     result = reasoning_agreement(_ReplayPolicy(bare), decisions)
     assert result.matched == 0 and result.first_miss is not None
     assert reasoning_agreement(_ReplayPolicy(bare), []).checked == 0
+    thinking = {k: f"<think>\nLet me see.\n</think>\n\n{v}" for k, v in answers.items()}
+    assert reasoning_agreement(_ReplayPolicy(thinking), decisions).rate == 1.0

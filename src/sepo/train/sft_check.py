@@ -17,6 +17,7 @@ the entropy of the mixture; a wrong reasoning line does.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def reasoning_agreement(policy: Any, decisions: Sequence[HeldOutDecision]) -> Re
     matched = 0
     first_miss = None
     for decision, generation in zip(decisions, generations, strict=True):
-        written = reasoning_prefix(generation.text)
+        written = reasoning_prefix(_THINK_BLOCK.sub("", generation.text, count=1))
         ok = _lines(written) == _lines(decision.reasoning)
         matched += ok
         m, n = per_game.get(decision.game, (0, 0))
@@ -147,6 +148,10 @@ def reasoning_agreement(policy: Any, decisions: Sequence[HeldOutDecision]) -> Re
         if not ok and first_miss is None:
             first_miss = (decision.reasoning, written or generation.text)
     return ReasoningAgreement(len(decisions), matched, per_game, first_miss)
+
+
+# A leading thinking block (Qwen3 and other reasoning templates) is not the answer's text.
+_THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
 def _lines(text: str) -> list[str]:
