@@ -344,7 +344,10 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     run = tmp_path / "run"
     for name in ("base-model", "sft", "sepo/checkpoint-1", "sepo/checkpoint-2", "sepo/final"):
         shutil.copytree(model, run / name)
-    (run / "sft" / "sft_result.json").write_text('{"adapter": null}')
+    match = {"rate": 1.0, "checked": 2, "matched": 2, "per_game": {}, "first_miss": None}
+    (run / "sft" / "sft_result.json").write_text(
+        json.dumps({"adapter": None, "reasoning_match": match})
+    )
     (run / "sft-data").mkdir()
     (run / "sft-data" / "card.json").write_text("{}")
     settings = TrainSettings(
@@ -369,3 +372,4 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
             run / "eval" / ("sft" if stage == "sft" else best["checkpoint"]) / "in_play.json"
         ).exists()
     assert "exact_exploit_with_best_responder" in summary["curve"][0]
+    assert summary["sft_reasoning_match"] == match

@@ -435,6 +435,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         "best_checkpoint": best["checkpoint"] if best else None,
         "best_checkpoint_path": str(sepo_dir / best["checkpoint"]) if best else None,
         "curve": curve,
+        "sft_reasoning_match": sft_result.get("reasoning_match"),
         "timings_s": timings,
         "settings": s.to_json(),
     }
