@@ -369,6 +369,7 @@ def _kuhn_nodes(game: Game, deal: tuple[str, str], hands_before: list[str]) -> l
     texts = []
     for line in ("pp", "pbp", "pbb", "bp", "bb"):
         s = game.new_state()
+        s.apply_chance(0)  # player 0 opens the first hand
         for h, betting in enumerate(hands_before):
             s.apply_chance(("Q", "J") if h % 2 == 0 else ("J", "Q"))
             _apply_betting(s, betting)
@@ -417,6 +418,7 @@ def test_kuhn_history_reveals_cards_only_at_a_showdown() -> None:
         texts = set()
         for their in ("J", "K"):
             s = game.new_state()
+            s.apply_chance(0)  # player 0 opens the first hand
             s.apply_chance(("Q", their))
             _apply_betting(s, betting)
             s.apply_chance(("K", "J"))  # next hand, same for both

@@ -17,6 +17,7 @@ import pytest
 from sepo.core.records import EpisodeRecord, TurnRecord
 from sepo.core.types import RoundOutcome, Strategy
 from sepo.games import make_game
+from sepo.games.base import GameError
 from sepo.games.ipd import IPDPayoffs
 from sepo.games.kuhn import hand_payoff_first_actor
 from sepo.games.negotiation_v2 import value_vectors
@@ -233,19 +234,20 @@ KUHN_TERMINALS = {
 RANK = {"J": 0, "Q": 1, "K": 2}
 
 
-@pytest.mark.parametrize("hand", [0, 1])
-def test_kuhn_terminal_payoffs(hand: int) -> None:
+@pytest.mark.parametrize(("opener", "hand"), [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_kuhn_terminal_payoffs(opener: int, hand: int) -> None:
     game = make_game("kuhn")
     for (c0, c1), (line, rule) in itertools.product(
         itertools.permutations("JQK", 2), KUHN_TERMINALS.items()
     ):
         s = game.new_state()
-        if hand:  # play one hand (pp with J vs Q) so player 1 acts first in the next
+        s.apply_chance(opener)  # the coin: who opens the first hand
+        if hand:  # play one hand (pp with J vs Q) so the other player acts first in the next
             s.apply_chance(("J", "Q"))
-            s.apply_actions({0: "PASS"})
-            s.apply_actions({1: "PASS"})
+            s.apply_actions({opener: "PASS"})
+            s.apply_actions({1 - opener: "PASS"})
         s.apply_chance((c0, c1))
-        first = hand % 2
+        first = (opener + hand) % 2
         for letter in line:
             (mover,) = s.to_move()
             passive, aggressive = s.legal_actions(mover)
@@ -273,10 +275,15 @@ def test_kuhn_terminal_payoffs_match_openspiel() -> None:
         assert state.returns()[0] == hand_payoff_first_actor(line, c_first, c_second)
 
 
-def test_kuhn_first_actor_alternates_each_hand() -> None:
-    """SPEC §2: player 0 opens hands 1, 3, 5; player 1 opens hands 2, 4, 6."""
+@pytest.mark.parametrize("coin", [0, 1])
+def test_kuhn_first_actor_alternates_each_hand(coin: int) -> None:
+    """SPEC §2: the first actor alternates each hand; a fair coin before the first deal
+    decides who opens hand 1."""
     game = make_game("kuhn")
     s = game.new_state()
+    assert s.is_chance() and sorted(s.chance_outcomes()) == [(0, 0.5), (1, 0.5)]
+    assert s.view(0).first_actor is None  # nobody acts first before the coin
+    s.apply_chance(coin)
     rng = random.Random(3)
     openers = []
     while not s.is_terminal():
@@ -287,13 +294,37 @@ def test_kuhn_first_actor_alternates_each_hand() -> None:
             continue
         (mover,) = s.to_move()
         s.apply_actions({mover: rng.choice(s.legal_actions(mover))})
-    assert openers == [0, 1, 0, 1, 0, 1]
+    assert openers == [(coin + h) % 2 for h in range(6)]
     # The history records who acted first, too.
     assert [r.actions[0][0] for r in s.history] == openers
 
 
+def test_kuhn_coin_is_checked_and_comes_first() -> None:
+    s = make_game("kuhn").new_state()
+    for bad in (("J", "Q"), 2, True, "0", None):
+        with pytest.raises(GameError, match="opener"):
+            s.clone().apply_chance(bad)
+    s.apply_chance(1)
+    with pytest.raises(GameError, match="legal deal"):
+        s.clone().apply_chance(0)
+
+
+def test_kuhn_engine_tosses_the_coin_fairly() -> None:
+    """Over seeded episodes the agent (player 0) opens the first hand about half the time."""
+    from sepo.rollout.engine import sample_chance
+
+    opened = 0
+    for seed in range(400):
+        s = make_game("kuhn").new_state()
+        sample_chance(s, random.Random(seed))
+        opened += s.to_move() == (0,)
+    assert 160 < opened < 240
+
+
 def test_kuhn_deals_are_the_six_permutations_uniformly() -> None:
-    outcomes = make_game("kuhn").new_state().chance_outcomes()
+    state = make_game("kuhn").new_state()
+    state.apply_chance(0)
+    outcomes = state.chance_outcomes()
     assert sorted(o for o, _ in outcomes) == sorted(itertools.permutations("JQK", 2))
     assert all(p == pytest.approx(1 / 6) for _, p in outcomes)
 

@@ -406,19 +406,24 @@ def hand_payoff_distribution(first: KuhnStrategy, second: KuhnStrategy) -> dict[
 def episode_payoff_distribution(
     agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6
 ) -> dict[float, float]:
-    """Exact distribution of the agent's total payoff over ``hands`` hands, the agent
-    acting first in hands 0, 2, 4, … as in the game: {total: probability}."""
+    """Exact distribution of the agent's total payoff over ``hands`` hands as in the game:
+    a fair coin decides who opens the first hand, then the opener alternates
+    ({total: probability}; for an even number of hands the coin does not matter)."""
     as_first = hand_payoff_distribution(agent, opponent)
     as_second = {-v: p for v, p in hand_payoff_distribution(opponent, agent).items()}
-    total: dict[float, float] = {0.0: 1.0}
-    for hand in range(hands):
-        step = as_first if hand % 2 == 0 else as_second
-        nxt: dict[float, float] = {}
+    mixed: dict[float, float] = {}
+    for opener in (0, 1):
+        total: dict[float, float] = {0.0: 1.0}
+        for hand in range(hands):
+            step = as_first if (opener + hand) % 2 == 0 else as_second
+            nxt: dict[float, float] = {}
+            for x, p in total.items():
+                for y, q in step.items():
+                    nxt[x + y] = nxt.get(x + y, 0.0) + p * q
+            total = nxt
         for x, p in total.items():
-            for y, q in step.items():
-                nxt[x + y] = nxt.get(x + y, 0.0) + p * q
-        total = nxt
-    return total
+            mixed[x] = mixed.get(x, 0.0) + 0.5 * p
+    return mixed
 
 
 def episode_advantage_penalty(agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6) -> float:

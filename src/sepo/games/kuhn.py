@@ -1,8 +1,16 @@
 """Kuhn poker, repeated (SPEC §2; Kuhn 1950; OpenSpiel's ``kuhn_poker``): 6 hands; deck
 J < Q < K; each hand chance deals one card to each player (6 equally likely deals), both
-ante 1, and the first actor (player 0 in even hands, player 1 in odd hands) may PASS or
-BET 1; facing a bet a player may CALL or FOLD; after PASS the other may PASS (showdown
-for 1) or BET. Showdowns go to the higher card. Zero-sum.
+ante 1, and the first actor may PASS or BET 1; facing a bet a player may CALL or FOLD;
+after PASS the other may PASS (showdown for 1) or BET. Showdowns go to the higher card.
+Zero-sum.
+
+Who acts first alternates by hand. Who opens the first hand is a chance event of its own,
+a fair coin before the first deal (outcome 0 or 1, the opener). Were it always player 0,
+the agent (player 0 in the rollout engine) would never meet a fresh episode as second
+actor: its demonstrations and training would hold no such context, while the ``prompt``
+strategy (``sepo.policies.extract``) asks for the six second-actor information sets in
+exactly that context. With the coin, all twelve are contexts the agent plays. Each player
+still opens half of an even number of hands, so a seat-averaged expectation is unchanged.
 
 Betting is recorded as OpenSpiel-style letters: ``p`` = pass/check/fold, ``b`` = bet/call,
 so the information set of a player is its card plus those letters (``"Kpb"``).
@@ -22,7 +30,11 @@ RANK = {c: i for i, c in enumerate(CARDS)}
 DEALS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(CARDS, 2))
 TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
 _DEAL_OUTCOMES: tuple[tuple[object, float], ...] = tuple((d, 1.0 / len(DEALS)) for d in DEALS)
-# Player 0 opens even hands and the players alternate, so the mover is (hand + moves) % 2.
+OPENERS: tuple[int, int] = (0, 1)
+"""The outcomes of the coin that decides who opens the first hand."""
+_OPENER_OUTCOMES: tuple[tuple[object, float], ...] = ((0, 0.5), (1, 0.5))
+# The opener of hand 0 opens even hands and the players alternate, so the mover is
+# (opener + hand + moves) % 2.
 _MOVER: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (1,))
 _DEAL_OF: dict[object, tuple[str, str]] = {d: d for d in DEALS}
 
@@ -72,11 +84,15 @@ class KuhnState(EpisodeState):
 
     def __init__(self, game: Kuhn) -> None:
         super().__init__(game.facts)
+        self._opener: int | None = None  # who opens the first hand (a coin, then fixed)
         self._cards: tuple[str, str] | None = None  # by absolute player
         self._betting = ""
 
     def first_actor(self, hand: int | None = None) -> int:
-        return (self._round if hand is None else hand) % 2
+        """Who opens ``hand`` (default: the current one); needs the opening coin."""
+        if self._opener is None:
+            raise GameError("the opening coin has not been tossed yet")
+        return (self._opener + (self._round if hand is None else hand)) % 2
 
     def is_terminal(self) -> bool:
         return self._round >= self._rounds
@@ -87,9 +103,14 @@ class KuhnState(EpisodeState):
     def chance_outcomes(self) -> list[tuple[object, float]]:
         if not self.is_chance():
             raise GameError("not a chance node")
-        return list(_DEAL_OUTCOMES)
+        return list(_OPENER_OUTCOMES if self._opener is None else _DEAL_OUTCOMES)
 
     def apply_chance(self, outcome: object) -> None:
+        if self.is_chance() and self._opener is None:
+            if type(outcome) is not int or outcome not in OPENERS:
+                raise GameError(f"{outcome!r} is not an opener (0 or 1); the coin comes first")
+            self._opener = outcome
+            return
         try:
             deal = _DEAL_OF[outcome] if self.is_chance() else None
         except (KeyError, TypeError):  # not a deal, or not even hashable
@@ -103,7 +124,8 @@ class KuhnState(EpisodeState):
         None at a deal or after the last hand."""
         if self._cards is None or self._round >= self._rounds:
             return None
-        return (self._round + len(self._betting)) % 2
+        assert self._opener is not None  # cards are dealt after the coin
+        return (self._opener + self._round + len(self._betting)) % 2
 
     def to_move(self) -> tuple[int, ...]:
         player = self._player_to_move()
@@ -131,7 +153,7 @@ class KuhnState(EpisodeState):
 
     def _finish_hand(self) -> None:
         assert self._cards is not None
-        first = self._round % 2
+        first = self.first_actor()
         c_first, c_second = self._cards[first], self._cards[1 - first]
         v = hand_payoff_first_actor(self._betting, c_first, c_second)
         pay = (v, -v) if first == 0 else (-v, v)
@@ -163,7 +185,7 @@ class KuhnState(EpisodeState):
             None,
             cards[player] if cards else None,
             self._betting,
-            self._round % 2 == player if live else None,
+            self.first_actor() == player if live and self._opener is not None else None,
         )
 
     def clone(self) -> KuhnState:
