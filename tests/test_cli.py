@@ -373,3 +373,7 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
         ).exists()
     assert "exact_exploit_with_best_responder" in summary["curve"][0]
     assert summary["sft_reasoning_match"] == match
+    assert summary["sft_target"]["exploitability"] == pytest.approx(0.07)
+    from sepo.exact.kuhn import INFOSETS
+
+    assert list(summary["sft_target"]["strategy"]) == list(INFOSETS)

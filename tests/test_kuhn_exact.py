@@ -616,3 +616,35 @@ def test_exact_exploit_with_the_best_responder_adds_twice_the_exploitability(nam
     )
     assert m.safety_with_best_responder == pytest.approx(expected)
     assert (m.safety_with_best_responder <= m.safety) == (expl >= m.exploit / 2)
+
+
+def test_demonstrator_mixture_is_what_the_sft_data_plays_in_hand_one() -> None:
+    """The SFT target at the first hand equals the aggressive-action frequencies of the
+    demonstrator episodes' first hands (each within 4 standard errors)."""
+    from sepo.opponents.kuhn import demonstrator_mixture
+    from sepo.train.demonstrations import build_sft_dataset
+
+    data = build_sft_dataset(["kuhn"], episodes=6000, seed=3)
+    counts: dict[str, list[int]] = {k: [0, 0] for k in INFOSETS}
+    for row in [*data.train, *data.valid]:
+        messages, betting = row["messages"], ""
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            observation = messages[i - 1]["content"]
+            if "Hand 1 of" not in observation:
+                break
+            card = observation.split("Your card: ")[1][0]
+            first = "You act first this hand." in observation
+            if not betting:
+                betting = "" if first else ("p" if "so far: opponent PASS" in observation else "b")
+            action = message["content"].splitlines()[-1]
+            counts[card + betting][0] += action in ("BET", "CALL")
+            counts[card + betting][1] += 1
+            betting += "pb" if action == "PASS" else "-"  # only a check leads to "pb"
+    target = demonstrator_mixture()
+    assert exploitability(target).exploitability == pytest.approx(0.07, abs=1e-9)
+    for infoset, (aggressive, n) in counts.items():
+        p = target.to_dict()[infoset]
+        assert n >= 10, (infoset, n)
+        assert abs(aggressive / n - p) <= 4 * (p * (1 - p) / n) ** 0.5 + 1e-9, (infoset, n)

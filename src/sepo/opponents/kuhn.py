@@ -24,7 +24,7 @@ from sepo.core.types import Strategy
 from sepo.exact.kuhn import INFOSETS, KuhnStrategy
 from sepo.opponents.base import Pools
 
-__all__ = ["DEMONSTRATORS", "POOLS", "STRATEGIES"]
+__all__ = ["DEMONSTRATORS", "POOLS", "STRATEGIES", "demonstrator_mixture"]
 
 
 def _pure(name: str, *aggressive: str) -> KuhnStrategy:
@@ -105,3 +105,27 @@ DEMONSTRATORS: tuple[tuple[str, float], ...] = (
     ("always_pass_q", 0.02),
 )
 """The Kuhn SFT demonstrator mixture (SPEC §5): (strategy name, sampling weight)."""
+
+
+def demonstrator_mixture() -> KuhnStrategy:
+    """What a model faithful to the SFT data plays in the first hand of an episode.
+
+    Each episode has one demonstrator, drawn with the :data:`DEMONSTRATORS` weights; in
+    the first hand nothing has revealed which. So an opening, and a second actor's
+    decision, is the weighted mean of the demonstrators' probabilities, and the first
+    actor's decision after its own check and the opponent's bet is that mean over the
+    demonstrators that would have checked that card (weights times check probability).
+    This is the target of SFT at the first decision: the ``prompt`` strategy of an SFT
+    model can be read against it (its exploitability is 0.07).
+    """
+    probs: dict[str, float] = {}
+    mix = [(STRATEGIES[name].to_dict(), weight) for name, weight in DEMONSTRATORS]
+    for infoset in INFOSETS:
+        if infoset.endswith("pb"):  # reached only through the player's own check
+            card = infoset[0]
+            reach = [(p, w * (1.0 - p[card])) for p, w in mix]
+        else:
+            reach = mix
+        total = sum(w for _, w in reach)
+        probs[infoset] = sum(p[infoset] * w for p, w in reach) / total
+    return KuhnStrategy.from_dict(probs, name="demonstrator_mixture")

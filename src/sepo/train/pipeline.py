@@ -436,11 +436,21 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         "best_checkpoint_path": str(sepo_dir / best["checkpoint"]) if best else None,
         "curve": curve,
         "sft_reasoning_match": sft_result.get("reasoning_match"),
+        "sft_target": _kuhn_sft_target() if "kuhn" in s.games else None,
         "timings_s": timings,
         "settings": s.to_json(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _kuhn_sft_target() -> dict[str, Any]:
+    """The Kuhn strategy SFT aims at in the first hand, to read the SFT stage against."""
+    from sepo.exact.kuhn import exploitability
+    from sepo.opponents.kuhn import demonstrator_mixture
+
+    target = demonstrator_mixture()
+    return {"exploitability": exploitability(target).exploitability, "strategy": target.to_dict()}
 
 
 def _checkpoint_policy(ckpt: Path, sft_path: str) -> tuple[str, str | None]:
