@@ -277,8 +277,8 @@ def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
     assert result.steps == 2 and result.train_loss_last == result.train_loss_last  # not NaN
 
 
-def test_tiny_sft_passes_for_ipd_data(tmp_path: Path) -> None:
-    from sepo.train.sft import TINY_DEFAULTS, TINY_IPD_EPOCHS, SFTSettings
+def test_tiny_sft_passes_per_game(tmp_path: Path) -> None:
+    from sepo.train.sft import TINY_DEFAULTS, TINY_GAME_EPOCHS, SFTSettings
 
     def epochs(model: str, games: list[str], given: float | None = None) -> float | None:
         data = tmp_path / "-".join(games)
@@ -290,9 +290,11 @@ def test_tiny_sft_passes_for_ipd_data(tmp_path: Path) -> None:
             .epochs
         )
 
-    assert TINY_DEFAULTS.epochs < TINY_IPD_EPOCHS
-    assert epochs("tiny", ["ipd"]) == TINY_IPD_EPOCHS
-    assert epochs("tiny", ["ipd", "auction"]) == TINY_IPD_EPOCHS
-    assert epochs("tiny", ["kuhn"]) == TINY_DEFAULTS.epochs  # the main job's tuned recipe
+    assert TINY_DEFAULTS.epochs < TINY_GAME_EPOCHS["kuhn"] < TINY_GAME_EPOCHS["ipd"]
+    assert epochs("tiny", ["ipd"]) == TINY_GAME_EPOCHS["ipd"]
+    assert epochs("tiny", ["ipd", "auction"]) == TINY_GAME_EPOCHS["ipd"]
+    assert epochs("tiny", ["kuhn"]) == TINY_GAME_EPOCHS["kuhn"]
+    assert epochs("tiny", ["kuhn", "ipd"]) == TINY_GAME_EPOCHS["ipd"]  # the largest
+    assert epochs("tiny", ["auction"]) == TINY_DEFAULTS.epochs
     assert epochs("hf:some/model", ["ipd"]) == 3.0  # the paper's 3 epochs
     assert epochs("tiny", ["ipd"], 2.0) == 2.0  # an explicit value wins

@@ -59,7 +59,7 @@ class TrainSettings:
     sft_epochs: float | None = None
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT
     default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's;
-    for the tiny model on data with IPD, :data:`sepo.train.sft.TINY_IPD_EPOCHS`)."""
+    for the tiny model, the passes of :data:`sepo.train.sft.TINY_GAME_EPOCHS`)."""
     sft_learning_rate: float | None = None
     """``None``: the SFT default for the model kind (tiny 2e-3, hf 2e-5)."""
     sft_batch_size: int | None = None

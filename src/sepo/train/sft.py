@@ -187,7 +187,7 @@ class SFTSettings:
 
     def resolved(self) -> SFTSettings:
         """A copy with every ``None`` default filled in for the model kind (for the tiny
-        model on data with IPD, ``epochs`` is :data:`TINY_IPD_EPOCHS`)."""
+        model, ``epochs`` is the largest :data:`TINY_GAME_EPOCHS` of the data's games)."""
         kind = parse_model_spec(self.model)[0]
         defaults = TINY_DEFAULTS if kind == "tiny" else HF_DEFAULTS
         lora = self.lora if self.lora is not None else kind == "hf"
@@ -195,8 +195,10 @@ class SFTSettings:
         for f in fields(KindDefaults):
             if getattr(self, f.name) is None:
                 values[f.name] = getattr(defaults, f.name)
-        if kind == "tiny" and self.epochs is None and "ipd" in self.data_games():
-            values["epochs"] = TINY_IPD_EPOCHS
+        if kind == "tiny" and self.epochs is None:
+            tuned = [TINY_GAME_EPOCHS[g] for g in self.data_games() if g in TINY_GAME_EPOCHS]
+            if tuned:
+                values["epochs"] = max(tuned)
         return replace(self, **values)
 
     def data_games(self) -> list[str]:
@@ -264,8 +266,8 @@ AdamW beta2 0.95 that happens in about 100 steps of 16 conversations (loss 0.03)
 beta2 0.999 the loss spikes and the escape took 300 steps or more. Each jump to longer
 contexts costs a loss spike (positions it has not seen), so the lengths grow in steps:
 5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
-four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps).
-With ``(1, 5.0), (3, 2.5)`` instead, the model misread the betting history late in
+four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps;
+Kuhn and IPD data take more, see :data:`TINY_GAME_EPOCHS`). With ``(1, 5.0), (3, 2.5)`` instead, the model misread the betting history late in
 episodes (14% invalid answers under ``sepo eval``); with this schedule, 0%. Each
 step accumulates two micro-batches of 8: the same update as one batch of 16 at half
 the activation memory (2.5 GB peak with 16 whole episodes at once).
@@ -285,17 +287,27 @@ quarter instead gave 0.070 on seed 0 but, on seed 1, a model that called bets wi
 76% of the time (0.262): the whole-episode stage then runs mostly at a reduced rate."""
 
 
-TINY_IPD_EPOCHS = 4.0
-"""Whole-episode passes of the tiny recipe when the data holds IPD episodes (instead of
-``TINY_DEFAULTS.epochs``). Measured on ``sepo data sft --game ipd --episodes 400`` (seed
-0), by tabulating the SFT model's exact IPD policy (``sepo.policies.extract_ipd``): at
-1.5 passes the model writes the right reasoning line ("Last round the opponent played
-DEFECT.") and then cooperates with probability 0.55-0.62 at every history, the
-demonstrators' marginal rate; at 4 passes (224 s on 2 cores) P(COOPERATE) in round 2 is
-0.97 after mutual cooperation, 0.09 after being defected on and 0.09 after its own
-defection, against 0.97, 0.12 and 0.06 for the SPEC §5 mixture. Kuhn keeps 1.5 (tuned
-on the main job); with IPD in joint data the other games' episodes get the same passes,
-which was not measured."""
+TINY_GAME_EPOCHS: dict[str, float] = {"ipd": 4.0, "kuhn": 3.0}
+"""Whole-episode passes of the tiny recipe for data holding these games (instead of
+``TINY_DEFAULTS.epochs``; mixed data takes the largest). Each was measured by reading
+the SFT model's exact policy against its demonstrators':
+
+- **ipd, 4.** On ``sepo data sft --game ipd --episodes 400`` (seed 0), tabulating the
+  model's IPD policy (``sepo.policies.extract_ipd``): at 1.5 passes the model writes the
+  right reasoning line ("Last round the opponent played DEFECT.") and then cooperates
+  with probability 0.55-0.62 at every history, the demonstrators' marginal rate; at 4
+  passes (224 s on 2 cores) P(COOPERATE) in round 2 is 0.97 after mutual cooperation,
+  0.09 after being defected on and 0.09 after its own defection, against 0.97, 0.12 and
+  0.06 for the SPEC §5 mixture.
+- **kuhn, 3.** On the main job's data (400 episodes, a coin deciding who opens the first
+  hand), the ``prompt`` strategy's exact exploitability against the 0.070 of the target
+  (``sepo.opponents.kuhn.demonstrator_mixture``): seed 0, 0.158 at 1.5 passes (J opening
+  bluff 0.09 where the target has 0.20, calling a bet with Q 0.28 where it has 0.39) and
+  0.095 at 3 (largest gap to the target 0.09); seed 1, 0.095 and 0.082. SFT takes about
+  340 s instead of 230 s on 2 cores.
+
+Other games keep 1.5 (not measured); with IPD or Kuhn in joint data the other games'
+episodes get the same passes, which was not measured either."""
 
 
 @dataclass(frozen=True)
