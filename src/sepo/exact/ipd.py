@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sepo.core.types import Action, RoundOutcome, State, Strategy, View
+from sepo.exact.files import read_strategy_json
 from sepo.games import make_game
 from sepo.games.ipd import COOPERATE, DEFECT, IPD, MOVES
 
@@ -252,15 +253,7 @@ class IPDTableStrategy:
         """Read a file :meth:`to_json` wrote; every failure is an :class:`IPDStrategyError`
         with a one-line message."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise IPDStrategyError(f"cannot read strategy file {p}: {reason}") from None
-        except json.JSONDecodeError as exc:
-            raise IPDStrategyError(
-                f"strategy file {p} is not valid JSON: {exc.msg} (line {exc.lineno})"
-            ) from None
+        data = read_strategy_json(p, IPDStrategyError)
         if not isinstance(data, dict) or data.get("game") != "ipd":
             raise IPDStrategyError(f'{p} is not an IPD strategy table (no "game": "ipd")')
         extra = sorted(set(data) - {"name", "game", "rounds", "cooperate"})

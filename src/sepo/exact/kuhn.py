@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from sepo.core.types import View
+from sepo.exact.files import read_strategy_json
 
 __all__ = [
     "FIRST_ACTOR_INFOSETS",
@@ -235,17 +236,7 @@ class KuhnStrategy:
         with a one-line message.
         """
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise KuhnStrategyError(f"cannot read strategy file {p}: {reason}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise KuhnStrategyError(
-                f"strategy file {p} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
+        data = read_strategy_json(p, KuhnStrategyError)
         if not isinstance(data, dict):
             raise KuhnStrategyError(f"strategy file {p} must hold a JSON object")
         name = p.stem

@@ -1,0 +1,24 @@
+"""Reading the strategy files of the exact core (Kuhn strategies, IPD tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_strategy_json(path: Path, error: type[Exception]) -> Any:
+    """The parsed JSON of the strategy file ``path``; an unreadable file or invalid JSON
+    raises ``error`` with a one-line message."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error(f"cannot read strategy file {path}: {reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"strategy file {path} is not valid JSON: {exc.msg} "
+            f"(line {exc.lineno}, column {exc.colno})"
+        ) from None
