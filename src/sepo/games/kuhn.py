@@ -124,8 +124,7 @@ class KuhnState(EpisodeState):
         None at a deal or after the last hand."""
         if self._cards is None or self._round >= self._rounds:
             return None
-        assert self._opener is not None  # cards are dealt after the coin
-        return (self._opener + self._round + len(self._betting)) % 2
+        return (self.first_actor() + len(self._betting)) % 2
 
     def to_move(self) -> tuple[int, ...]:
         player = self._player_to_move()
