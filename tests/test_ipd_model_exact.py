@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -104,7 +105,7 @@ def test_table_plays_its_probabilities_and_round_trips(tmp_path: Path) -> None:
 def test_bad_table_files_are_one_line_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
-    with pytest.raises(IPDStrategyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(IPDStrategyError, match=re.escape(message)):
         IPDTableStrategy.from_json(path)
 
 

@@ -267,8 +267,9 @@ beta2 0.999 the loss spikes and the escape took 300 steps or more. Each jump to 
 contexts costs a loss spike (positions it has not seen), so the lengths grow in steps:
 5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
 four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps;
-Kuhn and IPD data take more, see :data:`TINY_GAME_EPOCHS`). With ``(1, 5.0), (3, 2.5)`` instead, the model misread the betting history late in
-episodes (14% invalid answers under ``sepo eval``); with this schedule, 0%. Each
+Kuhn and IPD data take more, see :data:`TINY_GAME_EPOCHS`). With ``(1, 5.0), (3, 2.5)``
+instead, the model misread the betting history late in episodes (14% invalid answers
+under ``sepo eval``); with this schedule, 0%. Each
 step accumulates two micro-batches of 8: the same update as one batch of 16 at half
 the activation memory (2.5 GB peak with 16 whole episodes at once).
 
@@ -352,13 +353,12 @@ class SFTResult:
 
     @property
     def reasoning_summary(self) -> str | None:
-        """``reasoning as the demonstrators' at M/N held-out decisions``, if checked."""
-        m = self.reasoning_match
-        if not m or not m["checked"]:
+        """:meth:`sepo.train.sft_check.ReasoningAgreement.summary` of this run, if any."""
+        from sepo.train.sft_check import ReasoningAgreement
+
+        if not self.reasoning_match:
             return None
-        return (
-            f"reasoning as the demonstrators' at {m['matched']}/{m['checked']} held-out decisions"
-        )
+        return ReasoningAgreement.from_json(self.reasoning_match).summary()
 
     def reasoning_warning(self) -> str | None:
         """:meth:`sepo.train.sft_check.ReasoningAgreement.warning` of this run, if any."""
@@ -544,6 +544,8 @@ class PreparedSFT:
     train_episodes: int
     started: float
     """``time.perf_counter()`` when preparation began."""
+    validation: Path | None = None
+    """The data's ``valid.jsonl`` (``None``: none), for the reasoning check."""
 
 
 def use_training_template(tokenizer: Any) -> bool:
@@ -720,6 +722,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         train_conversations=len(train_set),
         train_episodes=len(episodes),
         started=started,
+        validation=files.get("validation"),
     )
 
 
@@ -735,13 +738,13 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         eval_loss = float(trainer.evaluate()["eval_loss"])
 
     reasoning_match = None
-    valid = data_files(s.data).get("validation")
-    if valid is not None:
+    if prepared.validation is not None:
         from sepo.policies.local import LocalModelPolicy
         from sepo.train.sft_check import held_out_decisions, reasoning_agreement
 
         checker = LocalModelPolicy(trainer.model, prepared.tokenizer, max_batch_size=32)
-        reasoning_match = reasoning_agreement(checker, held_out_decisions(valid)).to_json()
+        decisions = held_out_decisions(prepared.validation)
+        reasoning_match = reasoning_agreement(checker, decisions).to_json()
 
     trainer.save_model(str(s.out))
     prepared.tokenizer.save_pretrained(str(s.out))

@@ -78,6 +78,15 @@ class ReasoningAgreement:
             (str(miss[0]), str(miss[1])) if miss else None,
         )
 
+    def summary(self) -> str | None:
+        """``reasoning as the demonstrators' at M/N held-out decisions`` (``None``: none
+        were checked)."""
+        if not self.checked:
+            return None
+        return (
+            f"reasoning as the demonstrators' at {self.matched}/{self.checked} held-out decisions"
+        )
+
     def warning(self) -> str | None:
         """A one-paragraph warning when the rate is below :data:`REASONING_MATCH_WARN`."""
         if self.checked == 0 or self.rate >= REASONING_MATCH_WARN:
