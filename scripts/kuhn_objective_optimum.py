@@ -43,12 +43,14 @@ import numpy as np
 
 from sepo.exact.kuhn import (
     INFOSETS,
+    SEAT_PAIRS,
     KuhnStrategy,
     KuhnStrategyError,
     best_responder,
     episode_advantage_penalty,
     exploitability,
     seat_averaged_payoff,
+    seat_gap,
 )
 from sepo.games import make_game
 from sepo.objective import training_weights
@@ -132,6 +134,21 @@ def logit_gradient(f: Callable[[KuhnStrategy], float], start: KuhnStrategy) -> n
     return _forward_gradient(lambda z: f(_from_logits(z)), _logits(start))
 
 
+def _seat_blind_logits(z: np.ndarray) -> np.ndarray:
+    """The 6 shared logits of a seat-blind strategy near ``z`` (each pair's mean)."""
+    index = {key: i for i, key in enumerate(INFOSETS)}
+    return np.array([(z[index[a]] + z[index[b]]) / 2 for a, b in SEAT_PAIRS])
+
+
+def _expand_seat_blind(y: np.ndarray) -> np.ndarray:
+    """The 12 logits of the seat-blind strategy with shared logits ``y``."""
+    index = {key: i for i, key in enumerate(INFOSETS)}
+    z = np.zeros(len(INFOSETS))
+    for value, (a, b) in zip(y, SEAT_PAIRS, strict=True):
+        z[index[a]] = z[index[b]] = value
+    return z
+
+
 def gradient_path(
     f: Callable[[KuhnStrategy], float],
     start: KuhnStrategy,
@@ -140,23 +157,32 @@ def gradient_path(
     lr: float,
     steps: int,
     every: int,
+    seat_blind: bool = False,
 ) -> list[float]:
     """Exploitability every ``every`` steps of gradient ascent on ``f - beta * KL(start)``
-    over the logits of the 12 probabilities (forward differences, step 1e-5)."""
-    z = _logits(start)
-    p0 = 1.0 / (1.0 + np.exp(-z))
+    over the logits of the 12 probabilities (forward differences, step 1e-5).
 
-    def value(z: np.ndarray) -> float:
-        p = 1.0 / (1.0 + np.exp(-z))
+    ``seat_blind``: over the 6 logits of seat-blind strategies instead (each pair of
+    ``SEAT_PAIRS`` shares one), starting from each pair's mean logit, the KL still summed
+    over the 12 information sets. This is the path of a policy that plays a card the
+    same way from both seats, as the tiny model's SFT policy does (its data, like the
+    α = 1/3 equilibrium, are seat-blind but for the Q calls).
+    """
+    expand = _expand_seat_blind if seat_blind else (lambda y: y)
+    y = _seat_blind_logits(_logits(start)) if seat_blind else _logits(start)
+    p0 = 1.0 / (1.0 + np.exp(-expand(y)))
+
+    def value(y: np.ndarray) -> float:
+        p = 1.0 / (1.0 + np.exp(-expand(y)))
         kl = np.sum(p * np.log(p / p0) + (1 - p) * np.log((1 - p) / (1 - p0)))
-        return f(_from_logits(z)) - beta * float(kl)
+        return f(_from_logits(expand(y))) - beta * float(kl)
 
     path = []
     for t in range(steps + 1):
         if t % every == 0:
-            path.append(exploitability(_from_logits(z)).exploitability)
+            path.append(exploitability(_from_logits(expand(y))).exploitability)
         # Clipped: probabilities stay within about 6e-6 of 0 or 1.
-        z = np.clip(z + lr * _forward_gradient(value, z), -12.0, 12.0)
+        y = np.clip(y + lr * _forward_gradient(value, y), -12.0, 12.0)
     return path
 
 
@@ -169,6 +195,11 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.2, help="KL weight (with --from)")
     parser.add_argument("--lr", type=float, default=2.0, help="step size (with --from)")
     parser.add_argument("--steps", type=int, default=200, help="steps (with --from)")
+    parser.add_argument(
+        "--seat-blind",
+        action="store_true",
+        help="with --from, also follow each gradient over seat-blind strategies",
+    )
     args = parser.parse_args()
     if args.hands < 1 or args.starts < 1 or args.steps < 10:
         raise SystemExit("error: --hands and --starts must be at least 1, --steps at least 10")
@@ -187,6 +218,21 @@ def main() -> None:
                 f, start, beta=args.beta, lr=args.lr, steps=args.steps, every=every
             )
             print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
+        if args.seat_blind:
+            print(
+                f"the same over seat-blind strategies (seat gap of the start {seat_gap(start):.3f}):"
+            )
+            for name, f in objectives(args.hands).items():
+                path = gradient_path(
+                    f,
+                    start,
+                    beta=args.beta,
+                    lr=args.lr,
+                    steps=args.steps,
+                    every=every,
+                    seat_blind=True,
+                )
+                print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
         print("gradient of each variant's expected reward w.r.t. each logit, at the start:")
         print(" " * 15 + " ".join(f"{k:>6s}" for k in INFOSETS))
         for name, f in objectives(args.hands).items():

@@ -158,6 +158,9 @@ def test_exploitability_json() -> None:
     out = _ok(["exploitability", "--policy", "scripted:uniform", "--json"])
     payload = json.loads(out)
     assert payload["exploitability"] == pytest.approx(11 / 24)
+    assert payload["seat_gap"] == 0.0  # uniform plays every card alike from both seats
+    text = _ok(["exploitability", "--policy", "scripted:nash_approx"])
+    assert "seat gap 0.333" in text  # α = 1/3 Nash: Q calls 1/3 as second actor, 2/3 first
 
 
 def test_play_reads_moves_and_survives_end_of_input() -> None:

@@ -24,6 +24,8 @@ from sepo.exact.kuhn import (
     FIRST_ACTOR_INFOSETS,
     GAME_VALUE_FIRST_ACTOR,
     INFOSETS,
+    SEAT_BLIND_FLOOR,
+    SEAT_PAIRS,
     SECOND_ACTOR_INFOSETS,
     KuhnStrategy,
     KuhnStrategyError,
@@ -37,6 +39,7 @@ from sepo.exact.kuhn import (
     frequency_table,
     nash_frequency_ranges,
     seat_averaged_payoff,
+    seat_gap,
 )
 from sepo.opponents.kuhn import DEMONSTRATORS, POOLS, STRATEGIES
 
@@ -648,3 +651,55 @@ def test_demonstrator_mixture_is_what_the_sft_data_plays_in_hand_one() -> None:
         p = target.to_dict()[infoset]
         assert n >= 10, (infoset, n)
         assert abs(aggressive / n - p) <= 4 * (p * (1 - p) / n) ** 0.5 + 1e-9, (infoset, n)
+
+
+# -- seat-blind strategies ------------------------------------------------------------
+
+
+def _seat_blind(values: list[float]) -> KuhnStrategy:
+    probs: dict[str, float] = {}
+    for v, (a, b) in zip(values, SEAT_PAIRS, strict=True):
+        probs[a] = probs[b] = v
+    return KuhnStrategy.from_dict(probs)
+
+
+def test_seat_gap() -> None:
+    # The α = 1/3 equilibrium differs between seats only in the Q call (1/3 vs 2/3);
+    # α = 0 checks K as first actor and bets it after a check.
+    assert seat_gap(KuhnStrategy.nash(1.0 / 3.0)) == pytest.approx(1.0 / 3.0)
+    assert seat_gap(KuhnStrategy.nash(0.0)) == pytest.approx(1.0)
+    assert seat_gap(KuhnStrategy.uniform()) == 0.0
+    assert {k for pair in SEAT_PAIRS for k in pair} == set(INFOSETS)
+
+
+def test_seat_blind_floor_is_attained() -> None:
+    # Nash α = 1/3 with both Q calls at 2/3 is seat-blind with exploitability 1/36;
+    # with both at the second actor's 1/3 it is 1/18.
+    best = _seat_blind([1.0 / 3.0, 0.0, 1.0, 0.0, 2.0 / 3.0, 1.0])
+    assert exploitability(best).exploitability == pytest.approx(SEAT_BLIND_FLOOR, abs=1e-12)
+    low_q = _seat_blind([1.0 / 3.0, 0.0, 1.0, 0.0, 1.0 / 3.0, 1.0])
+    assert exploitability(low_q).exploitability == pytest.approx(1.0 / 18.0, abs=1e-12)
+
+
+def test_no_seat_blind_strategy_beats_the_floor() -> None:
+    # Local minimisation from 12 random starts finds nothing below 1/36 (and reaches it).
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(0)
+    found = []
+    for _ in range(12):
+        r = minimize(
+            lambda x: exploitability(_seat_blind(list(np.clip(x, 0.0, 1.0)))).exploitability,
+            rng.random(6),
+            method="Powell",
+            bounds=[(0.0, 1.0)] * 6,
+        )
+        found.append(float(r.fun))
+    assert min(found) >= SEAT_BLIND_FLOOR - 1e-9
+    assert min(found) < SEAT_BLIND_FLOOR + 1e-3
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_seat_blind_strategies_are_at_least_the_floor(values: list[float]) -> None:
+    assert exploitability(_seat_blind(values)).exploitability >= SEAT_BLIND_FLOOR - 1e-12

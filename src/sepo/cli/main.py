@@ -374,8 +374,13 @@ def exploitability(
     """Exact exploitability of a Kuhn policy and each seat's best-response value; with
     --game ipd, the worst case of a strategy or a local model (best-response advantage
     per round, by dynamic programming over the history tree)."""
+    from sepo.exact.kuhn import (
+        SEAT_BLIND_FLOOR,
+        format_frequency_table,
+        frequency_table,
+        seat_gap,
+    )
     from sepo.exact.kuhn import exploitability as exact_exploitability
-    from sepo.exact.kuhn import format_frequency_table, frequency_table
     from sepo.policies.extract import (
         SampledStrategy,
         exploitability_interval,
@@ -440,6 +445,7 @@ def exploitability(
         "nash_conv": result.nash_conv,
         "br_value_first": result.br_value_first,
         "br_value_second": result.br_value_second,
+        "seat_gap": seat_gap(strategy),
         "strategy": strategy.to_dict(),
     }
     interval: tuple[float, float] | None = None
@@ -460,6 +466,11 @@ def exploitability(
     console.print(Text(policy, style="bold") + Text(f" ({mode}): {line}"))
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
+    console.print(
+        f"seat gap {seat_gap(strategy):.3f}: the largest difference in how one card is played "
+        "from the two seats (seat-blind play has exploitability at least "
+        f"{SEAT_BLIND_FLOOR:.4f})"
+    )
     console.print(format_frequency_table(frequency_table(strategy)), highlight=False)
     if sampled is not None:
         console.print(

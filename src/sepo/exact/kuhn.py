@@ -45,6 +45,8 @@ __all__ = [
     "GAME_VALUE_FIRST_ACTOR",
     "INFOSETS",
     "INFOSET_LABELS",
+    "SEAT_BLIND_FLOOR",
+    "SEAT_PAIRS",
     "SECOND_ACTOR_INFOSETS",
     "Exploitability",
     "FrequencyRow",
@@ -61,6 +63,7 @@ __all__ = [
     "hand_payoff_distribution",
     "nash_frequency_ranges",
     "seat_averaged_payoff",
+    "seat_gap",
 ]
 
 CARDS: tuple[str, ...] = ("J", "Q", "K")
@@ -79,6 +82,21 @@ SECOND_ACTOR_INFOSETS: tuple[str, ...] = ("Jp", "Qp", "Kp", "Jb", "Qb", "Kb")
 
 GAME_VALUE_FIRST_ACTOR: float = -1.0 / 18.0
 """Value of Kuhn poker for the first actor per hand (Kuhn 1950)."""
+
+SEAT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("J", "Jp"), ("Q", "Qp"), ("K", "Kp"),
+    ("Jb", "Jpb"), ("Qb", "Qpb"), ("Kb", "Kpb"),
+)  # fmt: skip
+"""The same card in the same kind of decision from the two seats: free to bet (opening
+as first actor, after a check as second actor) and facing a bet (as second actor, and as
+first actor after check-bet). A *seat-blind* strategy plays each pair alike."""
+
+SEAT_BLIND_FLOOR: float = 1.0 / 36.0
+"""The least exploitability of a seat-blind strategy: Nash α = 1/3 (bet J 1/3, never
+bet Q, bet K, wherever the player may bet) with every call of a bet with Q at 2/3, the
+first actor's Nash value after check-bet, where the second actor's Nash call is 1/3.
+Seat-blind, the α = 1/3 equilibrium itself (both Q calls at 1/3) has exploitability 1/18.
+Checked by numerical minimisation in ``tests/test_kuhn_exact.py``."""
 
 INFOSET_LABELS: Mapping[str, str] = {
     "J": "first actor, J, opening: bet (bluff)",
@@ -560,6 +578,13 @@ def exploitability(strategy: KuhnStrategy) -> Exploitability:
         br_value_first=br_first,
         br_value_second=br_second,
     )
+
+
+def seat_gap(strategy: KuhnStrategy) -> float:
+    """The largest difference, over :data:`SEAT_PAIRS`, between how ``strategy`` plays
+    the same card in the same kind of decision from its two seats (0: seat-blind)."""
+    p = strategy.to_dict()
+    return max(abs(p[a] - p[b]) for a, b in SEAT_PAIRS)
 
 
 # -- frequency tables for reports ---------------------------------------------------
