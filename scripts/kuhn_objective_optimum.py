@@ -32,6 +32,11 @@ It also prints each variant's exact gradient with respect to each information se
 logit at the start, which sizes the signal a sampled gradient has to find in its noise::
 
     python scripts/kuhn_objective_optimum.py --from sft.json [--beta 0.2] [--steps 200]
+
+With ``--shared seat`` (and/or ``--shared seat+bluff``) it also follows each gradient
+over a few shared logit shifts instead of 12 free logits: the directions in which the
+tiny model's policy actually moved in SEPO-GRPO (``SHARED_SHIFTS``). Where those paths
+settle is where a run of that model can get to, whatever its compute.
 """
 
 from __future__ import annotations
@@ -134,18 +139,26 @@ def logit_gradient(f: Callable[[KuhnStrategy], float], start: KuhnStrategy) -> n
     return _forward_gradient(lambda z: f(_from_logits(z)), _logits(start))
 
 
-def _seat_blind_logits(z: np.ndarray) -> np.ndarray:
-    """The 6 shared logits of a seat-blind strategy near ``z`` (each pair's mean)."""
-    index = {key: i for i, key in enumerate(INFOSETS)}
-    return np.array([(z[index[a]] + z[index[b]]) / 2 for a, b in SEAT_PAIRS])
+SHARED_SHIFTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "seat": SEAT_PAIRS,
+    "seat+bluff": (("J", "Jp", "Q", "Qp"), *SEAT_PAIRS[2:]),
+}
+"""Groups of information sets whose logits move by one shared shift (``--shared``).
+
+``seat``: each card in the same kind of decision from both seats (``SEAT_PAIRS``);
+from a seat-blind start the path stays seat-blind. ``seat+bluff``: besides, betting J
+and betting Q when free to bet move together. Both describe how the tiny model's policy
+moved in SEPO-GRPO (docs/cpu-main-job.md): the seat gap of its checkpoints stays within
+0.008 of its SFT policy's, and its J and Q bets keep a near-constant logit difference."""
 
 
-def _expand_seat_blind(y: np.ndarray) -> np.ndarray:
-    """The 12 logits of the seat-blind strategy with shared logits ``y``."""
+def _expand_shifts(start: np.ndarray, groups: Sequence[Sequence[str]], d: np.ndarray) -> np.ndarray:
+    """The 12 logits ``start`` moved by one shift ``d[g]`` per group ``groups[g]``."""
     index = {key: i for i, key in enumerate(INFOSETS)}
-    z = np.zeros(len(INFOSETS))
-    for value, (a, b) in zip(y, SEAT_PAIRS, strict=True):
-        z[index[a]] = z[index[b]] = value
+    z = start.copy()
+    for shift, group in zip(d, groups, strict=True):
+        for key in group:
+            z[index[key]] += shift
     return z
 
 
@@ -157,33 +170,39 @@ def gradient_path(
     lr: float,
     steps: int,
     every: int,
-    seat_blind: bool = False,
+    shared: Sequence[Sequence[str]] | None = None,
 ) -> list[float]:
     """Exploitability every ``every`` steps of gradient ascent on ``f - beta * KL(start)``
     over the logits of the 12 probabilities (forward differences, step 1e-5).
 
-    ``seat_blind``: over the 6 logits of seat-blind strategies instead (each pair of
-    ``SEAT_PAIRS`` shares one), starting from each pair's mean logit, the KL still summed
-    over the 12 information sets. This is the path of a policy that plays a card the
-    same way from both seats, as the tiny model's SFT policy does (its data, like the
-    α = 1/3 equilibrium, are seat-blind but for the Q calls).
+    ``shared`` (groups of information sets, e.g. a value of :data:`SHARED_SHIFTS`): over
+    one logit shift per group instead, each set moving by its group's shift from its
+    start; sets in no group stay where they start. The KL is still summed over the 12.
     """
-    expand = _expand_seat_blind if seat_blind else (lambda y: y)
-    y = _seat_blind_logits(_logits(start)) if seat_blind else _logits(start)
-    p0 = 1.0 / (1.0 + np.exp(-expand(y)))
+    z0 = _logits(start)
+    if shared is None:
+        shared = tuple((key,) for key in INFOSETS)
+    p0 = 1.0 / (1.0 + np.exp(-z0))
 
-    def value(y: np.ndarray) -> float:
-        p = 1.0 / (1.0 + np.exp(-expand(y)))
+    def value(d: np.ndarray) -> float:
+        p = 1.0 / (1.0 + np.exp(-_expand_shifts(z0, shared, d)))
         kl = np.sum(p * np.log(p / p0) + (1 - p) * np.log((1 - p) / (1 - p0)))
-        return f(_from_logits(expand(y))) - beta * float(kl)
+        return f(KuhnStrategy.from_vector(list(p))) - beta * float(kl)
 
+    d = np.zeros(len(shared))
+    lead = z0[_first_members(shared)]
     path = []
     for t in range(steps + 1):
         if t % every == 0:
-            path.append(exploitability(_from_logits(expand(y))).exploitability)
-        # Clipped: probabilities stay within about 6e-6 of 0 or 1.
-        y = np.clip(y + lr * _forward_gradient(value, y), -12.0, 12.0)
+            path.append(exploitability(_from_logits(_expand_shifts(z0, shared, d))).exploitability)
+        # Clipped: probabilities stay within about 6e-6 of 0 or 1 (each group's first set).
+        d = np.clip(lead + d + lr * _forward_gradient(value, d), -12.0, 12.0) - lead
     return path
+
+
+def _first_members(groups: Sequence[Sequence[str]]) -> list[int]:
+    index = {key: i for i, key in enumerate(INFOSETS)}
+    return [index[group[0]] for group in groups]
 
 
 def main() -> None:
@@ -196,9 +215,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2.0, help="step size (with --from)")
     parser.add_argument("--steps", type=int, default=200, help="steps (with --from)")
     parser.add_argument(
-        "--seat-blind",
-        action="store_true",
-        help="with --from, also follow each gradient over seat-blind strategies",
+        "--shared",
+        action="append",
+        choices=sorted(SHARED_SHIFTS),
+        default=[],
+        help="with --from, also follow each gradient with these groups of information "
+        "sets moving by one shared logit shift (repeatable)",
     )
     args = parser.parse_args()
     if args.hands < 1 or args.starts < 1 or args.steps < 10:
@@ -218,9 +240,10 @@ def main() -> None:
                 f, start, beta=args.beta, lr=args.lr, steps=args.steps, every=every
             )
             print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
-        if args.seat_blind:
+        for shared in args.shared:
             print(
-                f"the same over seat-blind strategies (seat gap of the start {seat_gap(start):.3f}):"
+                f"the same with shared shifts {shared!r} (seat gap of the start "
+                f"{seat_gap(start):.3f}):"
             )
             for name, f in objectives(args.hands).items():
                 path = gradient_path(
@@ -230,7 +253,7 @@ def main() -> None:
                     lr=args.lr,
                     steps=args.steps,
                     every=every,
-                    seat_blind=True,
+                    shared=SHARED_SHIFTS[shared],
                 )
                 print(f"{name:14s}", " ".join(f"{e:.3f}" for e in path), f" min {min(path):.3f}")
         print("gradient of each variant's expected reward w.r.t. each logit, at the start:")

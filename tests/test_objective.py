@@ -223,20 +223,23 @@ def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
 
 
 def test_kuhn_seat_blind_gradient_path_stops_at_the_seat_blind_floor() -> None:
-    """``kuhn_objective_optimum.py --seat-blind``: from the seat-blind uniform strategy,
+    """``kuhn_objective_optimum.py --shared seat``: from the seat-blind uniform strategy,
     ``credited_mean`` followed over the 12 logits ends below 1/36, the least
-    exploitability of any seat-blind strategy; followed over the 6 shared logits it
-    cannot, and every point of that path is seat-blind."""
-    from sepo.exact.kuhn import SEAT_BLIND_FLOOR, KuhnStrategy
+    exploitability of any seat-blind strategy; with each seat pair sharing one shift
+    the path stays seat-blind, so it cannot."""
+    from sepo.exact.kuhn import SEAT_BLIND_FLOOR, KuhnStrategy, seat_gap
 
     module = _optimum_script()
     f = module.objectives(6)["credited_mean"]
     uniform = KuhnStrategy.from_vector([0.5] * 12)
+    seat = module.SHARED_SHIFTS["seat"]
     free = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=80, every=20)
-    tied = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=80, every=20, seat_blind=True)
+    tied = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=80, every=20, shared=seat)
     assert tied[0] == pytest.approx(free[0])
     assert free[-1] < SEAT_BLIND_FLOOR
     assert min(tied) >= SEAT_BLIND_FLOOR - 1e-9
     assert tied[-1] < 0.1  # it does descend
-    z = module._expand_seat_blind(np.arange(6.0))
-    assert module.seat_gap(module._from_logits(z)) == 0.0
+    z0 = np.array([-1.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    moved = module._expand_shifts(z0, seat, np.arange(6.0))
+    assert seat_gap(module._from_logits(moved)) == pytest.approx(0.0)
+    assert list(moved[:3] - z0[:3]) == [0.0, 1.0, 2.0]
