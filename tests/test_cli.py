@@ -375,6 +375,8 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
             run / "eval" / ("sft" if stage == "sft" else best["checkpoint"]) / "in_play.json"
         ).exists()
     assert "exact_exploit_with_best_responder" in summary["curve"][0]
+    assert best["seat_gap"] == summary["sepo"]["exact"]["seat_gap"]
+    assert 0.0 <= summary["sft"]["exact"]["seat_gap"] <= 1.0
     assert summary["sft_reasoning_match"] == match
     assert summary["sft_target"]["exploitability"] == pytest.approx(0.07)
     from sepo.exact.kuhn import INFOSETS

@@ -619,6 +619,7 @@ def test_exact_exploit_with_the_best_responder_adds_twice_the_exploitability(nam
     )
     assert m.safety_with_best_responder == pytest.approx(expected)
     assert (m.safety_with_best_responder <= m.safety) == (expl >= m.exploit / 2)
+    assert m.seat_gap == seat_gap(agent) == m.to_json()["seat_gap"]
 
 
 def test_demonstrator_mixture_is_what_the_sft_data_plays_in_hand_one() -> None:

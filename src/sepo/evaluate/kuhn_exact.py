@@ -26,6 +26,7 @@ from sepo.exact.kuhn import (
     KuhnStrategy,
     exploitability,
     seat_averaged_payoff,
+    seat_gap,
 )
 from sepo.games import make_game
 from sepo.metrics import SafetyWeights, safety, safety_weights
@@ -46,6 +47,9 @@ class KuhnExactMetrics:
     """e over the exploit pool plus the exact best-responder to the agent."""
     safety_with_best_responder: float
     """Safety with that e."""
+    seat_gap: float
+    """How differently the agent plays one card from its two seats (``sepo.exact.kuhn.
+    seat_gap``); seat-blind play has exploitability at least 1/36."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +65,7 @@ class KuhnExactMetrics:
             "per_opponent": self.per_opponent,
             "exploit_with_best_responder": self.exploit_with_best_responder,
             "safety_with_best_responder": self.safety_with_best_responder,
+            "seat_gap": self.seat_gap,
         }
 
 
@@ -115,4 +120,5 @@ def kuhn_exact_metrics(
         per_opponent=per,
         exploit_with_best_responder=exploit_br,
         safety_with_best_responder=safety(facts.scale, pay, exploit_br, coll, 0.0, w),
+        seat_gap=seat_gap(agent),
     )

@@ -480,4 +480,5 @@ def _curve_point(entry: dict[str, Any]) -> dict[str, Any]:
         point["exact_exploit_with_best_responder"] = entry["exact"].get(
             "exploit_with_best_responder"
         )
+        point["seat_gap"] = entry["exact"].get("seat_gap")
     return point
