@@ -152,13 +152,15 @@ moved in SEPO-GRPO (docs/cpu-main-job.md): the seat gap of its checkpoints stays
 0.008 of its SFT policy's, and its J and Q bets keep a near-constant logit difference."""
 
 
+_INDEX = {key: i for i, key in enumerate(INFOSETS)}
+
+
 def _expand_shifts(start: np.ndarray, groups: Sequence[Sequence[str]], d: np.ndarray) -> np.ndarray:
     """The 12 logits ``start`` moved by one shift ``d[g]`` per group ``groups[g]``."""
-    index = {key: i for i, key in enumerate(INFOSETS)}
     z = start.copy()
     for shift, group in zip(d, groups, strict=True):
         for key in group:
-            z[index[key]] += shift
+            z[_INDEX[key]] += shift
     return z
 
 
@@ -201,8 +203,7 @@ def gradient_path(
 
 
 def _first_members(groups: Sequence[Sequence[str]]) -> list[int]:
-    index = {key: i for i, key in enumerate(INFOSETS)}
-    return [index[group[0]] for group in groups]
+    return [_INDEX[group[0]] for group in groups]
 
 
 def main() -> None:
