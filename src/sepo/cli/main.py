@@ -438,6 +438,7 @@ def exploitability(
     if save_strategy is not None:
         strategy.to_json(save_strategy)
     result = exact_exploitability(strategy)
+    gap = seat_gap(strategy)
     payload: dict[str, Any] = {
         "policy": policy,
         "mode": mode,
@@ -445,7 +446,7 @@ def exploitability(
         "nash_conv": result.nash_conv,
         "br_value_first": result.br_value_first,
         "br_value_second": result.br_value_second,
-        "seat_gap": seat_gap(strategy),
+        "seat_gap": gap,
         "strategy": strategy.to_dict(),
     }
     interval: tuple[float, float] | None = None
@@ -467,7 +468,7 @@ def exploitability(
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
     console.print(
-        f"seat gap {seat_gap(strategy):.3f}: the largest difference in how one card is played "
+        f"seat gap {gap:.3f}: the largest difference in how one card is played "
         "from the two seats (seat-blind play has exploitability at least "
         f"{SEAT_BLIND_FLOOR:.4f})"
     )
@@ -707,11 +708,12 @@ def sft(
         f" (eval {result.eval_loss if result.eval_loss is not None else float('nan'):.3f}) in "
         f"{result.train_seconds:.0f} s; evaluate with --policy {result.policy}"
     )
-    if result.reasoning_summary:
-        console.print(result.reasoning_summary)
-    warning = result.reasoning_warning()
-    if warning:
-        err_console.print(warning)
+    agreement = result.reasoning_agreement
+    if agreement is not None:
+        if agreement.summary():
+            console.print(agreement.summary())
+        if agreement.warning():
+            err_console.print(agreement.warning())
 
 
 @app.command()

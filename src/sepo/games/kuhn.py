@@ -32,7 +32,7 @@ TERMINAL = frozenset({"pp", "bp", "bb", "pbp", "pbb"})
 _DEAL_OUTCOMES: tuple[tuple[object, float], ...] = tuple((d, 1.0 / len(DEALS)) for d in DEALS)
 OPENERS: tuple[int, int] = (0, 1)
 """The outcomes of the coin that decides who opens the first hand."""
-_OPENER_OUTCOMES: tuple[tuple[object, float], ...] = ((0, 0.5), (1, 0.5))
+_OPENER_OUTCOMES: tuple[tuple[object, float], ...] = tuple((o, 1.0 / len(OPENERS)) for o in OPENERS)
 # The opener of hand 0 opens even hands and the players alternate, so the mover is
 # (opener + hand + moves) % 2.
 _MOVER: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (1,))

@@ -382,11 +382,10 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             )
         )
         log(f"  {result.loss_summary}")
-        if result.reasoning_summary:
-            log(f"  {result.reasoning_summary}")
-        warning = result.reasoning_warning()
-        if warning:
-            log(f"  {warning}")
+        agreement = result.reasoning_agreement
+        for line in (agreement.summary(), agreement.warning()) if agreement else ():
+            if line:
+                log(f"  {line}")
     sft_result = json.loads((sft_dir / "sft_result.json").read_text())
     sft_adapter = sft_result.get("adapter")
     sft_path = base_path if sft_adapter else str(sft_dir)

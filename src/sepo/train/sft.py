@@ -43,9 +43,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sepo.rollout.protocol import Message
+
+if TYPE_CHECKING:
+    from sepo.train.sft_check import ReasoningAgreement
 
 ModelKind = Literal["tiny", "hf"]
 
@@ -352,21 +355,20 @@ class SFTResult:
     held-out decisions (:mod:`sepo.train.sft_check`; ``None``: no validation data)."""
 
     @property
+    def reasoning_agreement(self) -> ReasoningAgreement | None:
+        """:attr:`reasoning_match` as a :class:`sepo.train.sft_check.ReasoningAgreement`
+        (its ``summary()`` and ``warning()`` are what ``sepo sft`` prints)."""
+        from sepo.train.sft_check import ReasoningAgreement
+
+        if not self.reasoning_match:
+            return None
+        return ReasoningAgreement.from_json(self.reasoning_match)
+
+    @property
     def reasoning_summary(self) -> str | None:
-        """:meth:`sepo.train.sft_check.ReasoningAgreement.summary` of this run, if any."""
-        from sepo.train.sft_check import ReasoningAgreement
-
-        if not self.reasoning_match:
-            return None
-        return ReasoningAgreement.from_json(self.reasoning_match).summary()
-
-    def reasoning_warning(self) -> str | None:
-        """:meth:`sepo.train.sft_check.ReasoningAgreement.warning` of this run, if any."""
-        from sepo.train.sft_check import ReasoningAgreement
-
-        if not self.reasoning_match:
-            return None
-        return ReasoningAgreement.from_json(self.reasoning_match).warning()
+        """The agreement's one-line summary, if the check ran."""
+        agreement = self.reasoning_agreement
+        return agreement.summary() if agreement is not None else None
 
     @property
     def policy_spec(self) -> str:
