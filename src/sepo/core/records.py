@@ -44,6 +44,8 @@ class TurnRecord:
     """Kuhn: the agent's card at this decision (for strategy statistics)."""
     renderer: Callable[[], str] | None = field(default=None, repr=False, compare=False)
     """Renders the observation later (scripted agents skip the text layer while playing)."""
+    truncated: bool = False
+    """Whether ``raw`` was cut at the token limit (written to JSON only when true)."""
 
     @property
     def valid(self) -> bool:
@@ -66,6 +68,8 @@ class TurnRecord:
         }
         if self.recovery_raw is not None:
             out["recovery_raw"] = self.recovery_raw
+        if self.truncated:
+            out["truncated"] = True
         return out
 
 

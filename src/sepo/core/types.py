@@ -227,8 +227,17 @@ class Game(Protocol):
         """Canonical text of an action; ``parse(format_action(a)) == a``."""
         ...
 
-    def parse(self, text: str, legal: Sequence[Action] | None = None) -> ParseResult:
-        """Parse untrusted model text into an action; never raises."""
+    def parse(
+        self,
+        text: str,
+        legal: Sequence[Action] | None = None,
+        *,
+        context: Sequence[str] = (),
+        truncated: bool = False,
+    ) -> ParseResult:
+        """Parse untrusted model text into an action; never raises. Text copied from
+        ``context`` (the conversation) is not a choice; a ``truncated`` answer is read
+        from its complete lines only."""
         ...
 
     def default_action(self, view: View) -> Action:

@@ -193,13 +193,30 @@ class TextGame:
     def format_action(self, action: Action) -> str:
         return format_action(action)
 
-    def parse(self, text: object, legal: Sequence[Action] | None = None) -> ParseResult:
+    def parse(
+        self,
+        text: object,
+        legal: Sequence[Action] | None = None,
+        *,
+        context: Sequence[str] = (),
+        truncated: bool = False,
+    ) -> ParseResult:
+        """Parse a model's answer (``sepo.games.text``). ``context``: the conversation's
+        own texts, which the answer may copy but not choose from; the game's rules and
+        format line are always part of it. ``truncated``: generation hit the token limit."""
         return parse_action(
             text,
             self.facts.action_kind,
             self.facts.action_words,
             legal if legal is not None else self.all_actions(),
+            context=(*self.prompt_texts(), *context),
+            truncated=truncated,
         )
+
+    def prompt_texts(self) -> tuple[str, ...]:
+        """The fixed texts every conversation of this game holds: the rules and the
+        format line without its option list."""
+        return (self.system_prompt(), OUTPUT_FORMAT.format(options=""))
 
     def all_actions(self) -> tuple[Action, ...]:
         """Every action the game can ever take (the parser's default legal set)."""

@@ -126,14 +126,19 @@ class NegotiationV2(TextGame):
 
     def format_footer(self, view: View) -> str:
         pool = view.pool or ()
-        return (
-            "Write your demand alone on the last line as [books, hats, balls], each between 0 "
-            "and the units available, e.g. " + format_vector([n // 2 for n in pool]) + "."
-        )
+        return _FOOTER + format_vector([n // 2 for n in pool]) + "."
+
+    def prompt_texts(self) -> tuple[str, ...]:
+        return (self.system_prompt(), _FOOTER)
 
     def default_action(self, view: View) -> Action:
         """Half of every item, rounded down: a demand that always fits with a fair partner."""
         return tuple(n // 2 for n in (view.pool or (0, 0, 0)))
 
+
+_FOOTER = (
+    "Write your demand alone on the last line as [books, hats, balls], each between 0 "
+    "and the units available, e.g. "
+)
 
 register_game("negotiation_v2", NegotiationV2)

@@ -1,5 +1,11 @@
 """The text layer shared by every game: one action parser, driven by the game's action spec.
 
+**A wrong action is worse than no action.** An answer that does not parse is counted as
+invalid and goes through the caller's fallback (SPEC §2: a local model's constrained
+choice among the legal actions, an API model's re-prompt), so it shows in the invalid
+rate; an answer that is *misread* silently plays a move the model did not choose and
+corrupts Pay, Exploit and Coll. When in doubt, the parser returns invalid.
+
 Parsing rules (SPEC §2), applied to untrusted model text and never raising:
 
 1. Read the last non-empty line first, then the whole text.
@@ -14,35 +20,57 @@ Parsing rules (SPEC §2), applied to untrusted model text and never raising:
 4. Vector games: the last bracketed triple ``[a, b, c]`` that is a legal action and is
    chosen.
 
+What is never a choice:
+
+- **Text the model copied.** A run of at least :data:`COPY_WORDS` words that reproduces the
+  conversation's own text (the rules, the observation, the format line: ``context``) is
+  not searched for actions; it reads as a sentence break. A model that parrots "... choose
+  COOPERATE or DEFECT at the same time" or "... one of: PASS, BET." chose nothing. The
+  game always adds its rules and its format line to the context.
+- **Option lists.** Two or more different actions separated only by commas, slashes,
+  "or", "and" or an ellipsis ("LOW, MEDIUM, HIGH", "1, 2, …, 9", "PASS/BET") are an
+  enumeration; so are two or more consecutive numbered or bulleted lines that each start
+  with an action ("1. COOPERATE" / "2. DEFECT"), whose item numbers are not demands
+  either.
+- **The unfinished line of a cut-off answer.** When generation stopped at the token limit
+  (``truncated``), only the answer's complete lines are read: the text after its last line
+  break is dropped (an answer of one unfinished line is invalid).
+- **The other side's share** (integer and vector games): a number or vector followed by
+  "for you", "to them", "for the opponent" …, or standing shortly after "give", "leave(s)",
+  "leaving", "left", "you get" … is what the other player gets, not the demand ("6 for me,
+  4 for you" is 6; "I demand 6, which leaves 4" is 6; "Take 6. Give 4." is 6).
+
 A mention is *chosen* unless its context says otherwise. The text is cut into sentences at
-punctuation (``. , ; : ! ? ( ) [ ]``, dashes, line breaks) and sentences into clauses at
-connectives (``but so then and yet however therefore thus hence``). A mention does not
-count when
+punctuation (``. , ; : ! ? ( ) [ ]``, dashes, ellipses, line breaks) and sentences into
+clauses at connectives (``but so then and yet however therefore thus hence``). A mention
+does not count when
 
 - it stands in a question ("Should I BET? No." is invalid);
 - a negator, hedge or alternative marker stands in the few words before it in its clause
-  ("I will not BET", "I'd rather COOPERATE than DEFECT", "maybe DEFECT", "DEFECT over
-  COOPERATE", "neither … nor …"), a negator follows it closely ("DEFECT is not an
-  option"), or a negation is left dangling before a comma ("I will not, under any
+  ("I will not BET", "Hardly DEFECT", "I'd hate to DEFECT", "I'd rather COOPERATE than
+  DEFECT", "maybe DEFECT", "e.g. [1, 2, 1]", "DEFECT over COOPERATE", "neither … nor …"),
+  a negator or a verdict follows it closely ("DEFECT is not an option", "DEFECT would be a
+  mistake"), or a negation is left dangling before a comma ("I will not, under any
   circumstances, DEFECT");
 - it names the other player's move ("I COOPERATE unless they DEFECT", "I'll take 6,
   leaving you 4") or sits in a condition or a reason ("if …", "because …", "since …") up
   to the end of its sentence;
-- it lists options ("COOPERATE or DEFECT", "COOPERATE/DEFECT");
+- it lists options ("COOPERATE or DEFECT", "COOPERATE, DEFECT", see above);
 - a word action is used as a noun ("a bet is risky") or in an idiom ("I bet you have the
   K"), or a number counts something else ("round 3", "5 out of 10").
 
 A last line that is exactly one legal action (the required format) takes a fast path with
-the same result. The rules err towards *invalid* rather than a wrong action: an invalid answer is counted
-and goes through the caller's fallback (SPEC §2), a misparsed one silently plays a move
-the model did not choose. Anything unparsed is an invalid
-:class:`~sepo.core.types.ParseResult`.
+the same result. Parsing takes time linear in the answer's length (``benchmarks/
+bench_parse.py``). Anything unparsed is an invalid :class:`~sepo.core.types.ParseResult`.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sepo.core.types import Action, ActionKind, ParseResult
 
@@ -58,6 +86,13 @@ _NEGATORS = frozenset(
         "avoiding",
         "refuse",
         "against",
+        "hardly",
+        "barely",
+        "scarcely",
+        "hate",
+        "loath",
+        "reluctant",
+        "unwilling",
         # contractions written without an apostrophe (with one, any "...n't" counts)
         "dont",
         "wont",
@@ -73,7 +108,12 @@ _NEGATORS = frozenset(
         "aint",
     }
 )
-_HEDGES = frozenset({"maybe", "perhaps", "or", "either"})
+#: Verdicts that, like a negator after a mention, reach back over it ("DEFECT would be a
+#: mistake"). They do not block what follows them.
+_VERDICTS = frozenset(
+    {"mistake", "mistaken", "wrong", "bad", "unwise", "foolish", "terrible", "error", "silly"}
+)
+_HEDGES = frozenset({"maybe", "perhaps", "or", "either", "eg", "example", "like"})
 _ALTERNATIVES = frozenset({"than", "over", "versus", "vs", "except", "besides", "instead"})
 _THIRD_PARTY = frozenset(
     {
@@ -95,10 +135,13 @@ _THIRD_PARTY = frozenset(
         "she",
         "his",
         "her",
+        "him",
         "he'll",
         "she'll",
     }
 )
+#: Integer and vector games: words after which a number is the other side's share.
+_GIVERS = frozenset({"give", "gives", "giving", "leave", "leaves", "leaving", "left"})
 #: Words that block a mention standing up to ``_WINDOW`` words after them in its clause.
 _BLOCKERS = _NEGATORS | _HEDGES | _ALTERNATIVES | _THIRD_PARTY
 _WINDOW = 6
@@ -136,34 +179,193 @@ _IDIOM_FOLLOWERS = frozenset({"you", "they", "he", "she", "it", "that"})
 #: a bare "no" does not ("No, DEFECT" answers a question and plays DEFECT).
 _DANGLING = frozenset({"not", "never"})
 _SOFT_BREAKS = frozenset({",", "(", ")", "\u2014", "\u2013"})
+#: What may stand between the items of an option list.
+_LIST_SEPARATORS = frozenset({",", "/", "|", "or", "and", "\u2026"})
+#: "for you", "to them", "for the opponent": what follows the other side's share.
+_BENEFICIARY = frozenset({"for", "to"})
+
+COPY_WORDS = 4
+"""A run of this many words (punctuation aside) found in the conversation's own text is
+copied, not chosen. Four: the shortest copy seen from a real model that held an action
+was the format line's "one of: PASS, BET" (four words), while an answer of its own rarely
+shares four words in a row with the rules ("I will DEFECT" shares none)."""
 
 _TOKEN = re.compile(
     r"(?P<vec>\[\s*[0-9]{1,2}\s*,\s*[0-9]{1,2}\s*,\s*[0-9]{1,2}\s*\])"
     r"|(?P<num>(?<![\w.+\-/])(?<![0-9],)[0-9]{1,3}(?![\w/]|[.,][0-9]))"
     r"|(?P<word>[a-z]+(?:['-][a-z]+)*)"
     r"|(?P<alt>[/|])"
-    r"|(?P<punct>[.,;:!?()\[\]\n\u2014\u2013])"
+    r"|(?P<punct>[.,;:!?()\[\]\n\u2014\u2013\u2026])"
 )
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+_APOSTROPHES = str.maketrans(
+    {
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u02bc": "'",
+        "\uff07": "'",  # full-width apostrophe ("won＇t")
+        "\u2032": "'",
+        "\u00b4": "'",
+        "`": "'",
+    }
+)
+_NORMALISE = ((re.compile(r"\.\.\.+"), "\u2026"), (re.compile(r"\be\.g\.?", re.I), "eg"))
+_LIST_LINE = re.compile(r"[ \t]*(?:[0-9]{1,2}[.)]|\([0-9]{1,2}\)|[-*\u2022])[ \t]+")
 _MAX_TEXT = 20_000
 """Longer outputs are cut to their tail: the answer is required on the last line."""
 
 
-def _is_blocker(word: str) -> bool:
-    return word in _BLOCKERS or word.endswith("n't")
+def _normalise(text: str) -> str:
+    text = text.translate(_APOSTROPHES).lower()
+    for pattern, replacement in _NORMALISE:
+        text = pattern.sub(replacement, text)
+    return text
 
 
-def _chosen_mentions(text: str, kind: ActionKind, words: Sequence[str]) -> list[Action]:
-    """Every chosen mention of an action of ``kind`` in ``text``, in order (rules above)."""
-    wanted = {w.lower(): w for w in words} if kind == "word" else {}
-    found: list[Action] = []
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    """``(group, token, start)`` of every token of normalised ``text``."""
+    return [(m.lastgroup or "", m.group(), m.start()) for m in _TOKEN.finditer(text)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _context_ngrams(text: str) -> frozenset[tuple[str, ...]]:
+    """Every run of :data:`COPY_WORDS` non-punctuation tokens of ``text`` (normalised).
+
+    Cached: the rules and the observations recur across an episode's turns."""
+    words = [t for g, t, _ in _tokenize(_normalise(text)) if g != "punct"]
+    return frozenset(tuple(words[i : i + COPY_WORDS]) for i in range(len(words) - COPY_WORDS + 1))
+
+
+def _copied(tokens: Sequence[tuple[str, str, int]], context: Iterable[str]) -> set[int]:
+    """Indices of the tokens that belong to a run copied from ``context``."""
+    grams = [_context_ngrams(c) for c in context if c]
+    if not grams:
+        return set()
+    content = [i for i, (g, _, _) in enumerate(tokens) if g != "punct"]
+    copied: set[int] = set()
+    for j in range(len(content) - COPY_WORDS + 1):
+        key = tuple(tokens[i][1] for i in content[j : j + COPY_WORDS])
+        if any(key in g for g in grams):
+            copied.update(content[j : j + COPY_WORDS])
+    return copied
+
+
+def _is_mention(group: str, token: str, kind: ActionKind, wanted: dict[str, Action]) -> bool:
+    if kind == "word":
+        return group == "word" and token in wanted
+    return group == ("num" if kind == "integer" else "vec")
+
+
+def _mention_value(group: str, token: str, kind: ActionKind, wanted: dict[str, Action]) -> Action:
+    if kind == "word":
+        return wanted[token]
+    if kind == "integer":
+        return int(token)
+    return tuple(int(x) for x in re.findall(r"[0-9]+", token))
+
+
+def _for_the_other_side(tokens: Sequence[tuple[str, str, int]], i: int) -> bool:
+    """Whether the mention at ``i`` is followed, within its sentence, by "for you", "to
+    them", "for the opponent" …"""
+    following: list[str] = []
+    for group, token, _ in tokens[i + 1 : i + 5]:
+        if group == "punct":
+            break
+        following.append(token)
+    for a, b in itertools.pairwise(following):
+        if a in _BENEFICIARY and (b in _THIRD_PARTY or b in ("the", "other")):
+            return True
+    return False
+
+
+def _listed(
+    text: str,
+    tokens: Sequence[tuple[str, str, int]],
+    kind: ActionKind,
+    wanted: dict[str, Action],
+    other_side: set[int],
+) -> set[int]:
+    """Indices of tokens that are items of an option list (module docstring)."""
+    listed: set[int] = set()
+    mentions = [
+        i
+        for i, (g, t, _) in enumerate(tokens)
+        if _is_mention(g, t, kind, wanted) and i not in other_side
+    ]
+    # Inline enumerations: consecutive mentions with only separators between them.
+    run: list[int] = []
+    for i in mentions:
+        between = tokens[run[-1] + 1 : i] if run else []
+        if run and between and all(t in _LIST_SEPARATORS for _, t, _ in between):
+            run.append(i)
+            continue
+        _close_run(run, tokens, kind, wanted, listed)
+        run = [i]
+    _close_run(run, tokens, kind, wanted, listed)
+    # Numbered or bulleted lines that each start with an action.
+    starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
+    by_line: list[list[int]] = [[] for _ in starts]
+    for i, (_, _, pos) in enumerate(tokens):
+        by_line[bisect.bisect_right(starts, pos) - 1].append(i)
+    block: list[list[int]] = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(text)
+        line = text[start:end]
+        if not line.strip():
+            continue  # blank lines do not end a list
+        m = _LIST_LINE.match(line)
+        body = [i for i in by_line[k] if m is not None and tokens[i][2] >= start + m.end()]
+        if body and _is_mention(*tokens[body[0]][:2], kind, wanted):
+            block.append([i for i in by_line[k] if i not in body] + [body[0]])
+            continue
+        if len(block) >= 2:
+            listed.update(i for item in block for i in item)
+        block = []
+    if len(block) >= 2:
+        listed.update(i for item in block for i in item)
+    return listed
+
+
+def _close_run(
+    run: list[int],
+    tokens: Sequence[tuple[str, str, int]],
+    kind: ActionKind,
+    wanted: dict[str, Action],
+    listed: set[int],
+) -> None:
+    values = {_mention_value(*tokens[i][:2], kind, wanted) for i in run}
+    before = tokens[run[0] - 1][1] if run and run[0] > 0 else ""
+    # "Not HIGH, LOW" corrects itself; it does not list options.
+    if len(values) >= 2 and not (before in _NEGATORS or before.endswith("n't")):
+        listed.update(run)
+
+
+def _chosen_mentions(
+    text: str, kind: ActionKind, words: Sequence[str], context: Sequence[str] = ()
+) -> list[tuple[int, Action]]:
+    """Every chosen mention of an action of ``kind`` in ``text`` (normalised: see
+    :func:`_normalise`) with its offset, in order (rules above)."""
+    wanted: dict[str, Action] = {w.lower(): w for w in words} if kind == "word" else {}
+    tokens = _tokenize(text)
+    copied = _copied(tokens, context)
+    numeric = kind != "word"
+    other_side = (
+        {
+            i
+            for i, (g, t, _) in enumerate(tokens)
+            if _is_mention(g, t, kind, wanted) and _for_the_other_side(tokens, i)
+        }
+        if numeric
+        else set()
+    )
+    listed = _listed(text, tokens, kind, wanted, other_side)
+    found: list[tuple[int, Action]] = []
     # The current sentence: mentions kept from its earlier clauses, whether a scope marker
     # silenced the rest of it, and whether a negation left dangling before a comma silences
     # all of it. The current clause: its words and its mentions (position, action).
-    sentence: list[Action] = []
+    sentence: list[tuple[int, Action]] = []
     scoped = carried = False
     clause: list[str] = []
-    in_clause: list[tuple[int, Action]] = []
+    in_clause: list[tuple[int, tuple[int, Action]]] = []
 
     def end_clause() -> None:
         nonlocal clause, in_clause
@@ -179,12 +381,16 @@ def _chosen_mentions(text: str, kind: ActionKind, words: Sequence[str]) -> list[
         carried = terminator in _SOFT_BREAKS and (dangling or (carried and not sentence))
         sentence, scoped = [], False
 
-    for m in _TOKEN.finditer(text.translate(_APOSTROPHES).lower()):
-        group, token = m.lastgroup, m.group()
+    for index, (group, token, start) in enumerate(tokens):
+        if index in copied:
+            if index - 1 not in copied:
+                end_sentence(".")  # copied text reads as a sentence break
+            continue
         if group == "punct":
-            end_sentence(token)
+            end_sentence("." if token == "\u2026" else token)
             continue
         action: Action | None = None
+        mention = index not in listed and index not in other_side
         if group == "word" or group == "alt":
             token = "or" if group == "alt" else token
             if token == "but" and clause[-1:] == ["anything"]:
@@ -198,73 +404,104 @@ def _chosen_mentions(text: str, kind: ActionKind, words: Sequence[str]) -> list[
                 and (token == "or" or (kind == "word" and token in _IDIOM_FOLLOWERS))
             ):
                 in_clause.pop()  # "COOPERATE or DEFECT" lists options; "I bet you …"
-            if token in _NEGATORS or token.endswith("n't"):
+            if token in _NEGATORS or token in _VERDICTS or token.endswith("n't"):
                 # "COOPERATE is not an option": a negation also reaches back.
                 in_clause = [(i, a) for i, a in in_clause if i < len(clause) - _WINDOW]
             scoped = scoped or token in _SCOPE_MARKERS
-            if token in wanted and not (clause and clause[-1] in _DETERMINERS):
+            if mention and token in wanted and not (clause and clause[-1] in _DETERMINERS):
                 action = wanted[token]
         elif group == "num" and kind == "integer":
-            if not (clause and clause[-1] in _NUMBER_NOUNS):
+            if mention and not (clause and clause[-1] in _NUMBER_NOUNS):
                 action = int(token)
             token = "#"
         elif group == "vec" and kind == "vector":
-            action = tuple(int(x) for x in re.findall(r"[0-9]+", token))
+            if mention:
+                action = _mention_value(group, token, kind, wanted)
             token = "#"
         else:
             token = "#"
-        if action is not None and not (scoped or any(_is_blocker(w) for w in clause[-_WINDOW:])):
-            in_clause.append((len(clause), action))
+        if action is not None and not (
+            scoped or any(_is_blocker(w) or (numeric and w in _GIVERS) for w in clause[-_WINDOW:])
+        ):
+            in_clause.append((len(clause), (start, action)))
         clause.append(token)
     end_sentence("")
     return found
 
 
-def _parse_segment(
-    segment: str, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
-) -> Action | None:
-    legal_set = set(legal)
-    for action in reversed(_chosen_mentions(segment, kind, words)):
-        if action in legal_set:
-            return action
-    return None
+def _is_blocker(word: str) -> bool:
+    return word in _BLOCKERS or word.endswith("n't")
+
+
+def complete_lines(text: str) -> str:
+    """What a cut-off answer holds in complete lines: everything up to its last line
+    break (an answer of one unfinished line holds none)."""
+    cut = text.rfind("\n")
+    return text[: cut + 1] if cut >= 0 else ""
 
 
 def parse_action(
-    text: object, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
+    text: object,
+    kind: ActionKind,
+    words: Sequence[str],
+    legal: Sequence[Action],
+    *,
+    context: Sequence[str] = (),
+    truncated: bool = False,
 ) -> ParseResult:
     """Parse ``text`` into one of ``legal`` following the rules in the module docstring.
 
     ``text`` is typed ``object`` on purpose: model and API output is untrusted, and a
-    ``None`` or a number must give an invalid result, not an exception.
+    ``None`` or a number must give an invalid result, not an exception. ``context`` holds
+    the conversation's own texts (rules, observations); ``truncated`` says that generation
+    stopped at the token limit.
     """
     if not isinstance(text, str):
         return ParseResult(None, "none")
+    if truncated:
+        text = complete_lines(text)
     # Fast path for the required format, a last line that is nothing but the action: the
     # full rules give the same answer, at a fraction of the cost.
     tail = text.rstrip()
     action = _bare_action(tail[tail.rfind("\n") + 1 :].strip(), kind, words, legal)
     if action is not None:
         return ParseResult(action, "last_line")
-    return parse_action_by_rules(text, kind, words, legal)
+    return _parse_by_rules(text, kind, words, legal, context)
 
 
 def parse_action_by_rules(
-    text: str, kind: ActionKind, words: Sequence[str], legal: Sequence[Action]
+    text: str,
+    kind: ActionKind,
+    words: Sequence[str],
+    legal: Sequence[Action],
+    *,
+    context: Sequence[str] = (),
+    truncated: bool = False,
 ) -> ParseResult:
     """:func:`parse_action` without its fast path (the two must always agree)."""
+    return _parse_by_rules(complete_lines(text) if truncated else text, kind, words, legal, context)
+
+
+def _parse_by_rules(
+    text: str,
+    kind: ActionKind,
+    words: Sequence[str],
+    legal: Sequence[Action],
+    context: Sequence[str],
+) -> ParseResult:
     if not text.strip():
         return ParseResult(None, "none")
-    text = text[-_MAX_TEXT:]
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if lines:
-        action = _parse_segment(lines[-1], kind, words, legal)
-        if action is not None:
-            return ParseResult(action, "last_line")
-    action = _parse_segment(text, kind, words, legal)
-    if action is not None:
-        return ParseResult(action, "whole_text")
-    return ParseResult(None, "none")
+    text = _normalise(text[-_MAX_TEXT:])
+    legal_set = set(legal)
+    chosen = [(pos, a) for pos, a in _chosen_mentions(text, kind, words, context) if a in legal_set]
+    if not chosen:
+        return ParseResult(None, "none")
+    # The last non-empty line first: sentences never cross a line break, so a mention on
+    # it reads the same as it would in the line alone.
+    body = text.rstrip()
+    last_line = body.rfind("\n") + 1
+    pos, action = chosen[-1]
+    return ParseResult(action, "last_line" if pos >= last_line else "whole_text")
 
 
 _BARE_VECTOR = re.compile(r"\[\s*([0-9]{1,2})\s*,\s*([0-9]{1,2})\s*,\s*([0-9]{1,2})\s*\]")

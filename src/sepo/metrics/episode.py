@@ -30,6 +30,8 @@ class EpisodeStats:
     ext_rounds: int
     invalid: int
     turns: int
+    truncated: int = 0
+    """Turns whose first answer was cut at the token limit."""
 
     @property
     def advantage(self) -> float:
@@ -94,4 +96,5 @@ def episode_stats(facts: GameFacts, ep: EpisodeRecord) -> EpisodeStats:
         ext_rounds=ep.num_rounds,
         invalid=ep.invalid_turns,
         turns=len(ep.turns),
+        truncated=sum(t.truncated for t in ep.turns),
     )

@@ -59,6 +59,7 @@ from sepo.rollout.protocol import (
     Message,
     PolicyStats,
     Recovery,
+    Reply,
     SamplingConfig,
 )
 
@@ -337,7 +338,7 @@ class LocalModelPolicy:
             with_logprobs=False,
             keys=[r.episode for r in requests] if self.reuse_cache else None,
         )
-        return [g.text for g in generations]
+        return [Reply(g.text, truncated=not g.finished) for g in generations]
 
     def end_episodes(self, episodes: Sequence[int]) -> None:
         """The engine's notice that these episodes ended: drop their caches."""

@@ -60,6 +60,7 @@ from sepo.rollout.protocol import (
     Message,
     PolicyStats,
     Recovery,
+    Reply,
     SamplingConfig,
 )
 
@@ -388,7 +389,7 @@ class OpenAICompatPolicy:
                 # A reasoning model spent max_tokens before answering: retrying is futile.
                 return ""
             raise _MalformedReply("reply without message content")
-        return str(content)
+        return Reply(str(content), truncated=getattr(choice, "finish_reason", None) == "length")
 
     def _is_retryable(self, err: Exception) -> bool:
         openai = self._openai

@@ -38,7 +38,13 @@ from typing import Any
 from sepo.core.records import AGENT, OPPONENT, EpisodeRecord, TurnRecord
 from sepo.core.types import Action, Game, State, Strategy, View
 from sepo.games.text import format_action
-from sepo.rollout.protocol import AgentPolicy, DecisionRequest, Message, Recovery
+from sepo.rollout.protocol import (
+    AgentPolicy,
+    DecisionRequest,
+    Message,
+    Recovery,
+    is_truncated,
+)
 
 
 class SeededOnFirstUse(random.Random):
@@ -307,7 +313,12 @@ def _play_model(
         if len(texts) != len(requests):
             raise RuntimeError(f"policy {policy.name} answered {len(texts)} of {len(requests)}")
         parsed = [
-            lives[i].spec.game.parse(t, req.view.legal)
+            lives[i].spec.game.parse(
+                t,
+                req.view.legal,
+                context=conversation_texts(req.messages),
+                truncated=is_truncated(t),
+            )
             for i, t, req in zip(pending, texts, requests, strict=True)
         ]
         bad = [k for k, p in enumerate(parsed) if not p.valid]
@@ -335,6 +346,7 @@ def _play_model(
                     legal=view.legal,
                     betting=view.betting,
                     card=view.card,
+                    truncated=is_truncated(texts[k]),
                 )
             )
             live.messages.append({"role": "assistant", "content": raw})
@@ -368,6 +380,13 @@ def turn_messages(game: Game, view: View, since: int, first: bool) -> list[Messa
     return messages
 
 
+def conversation_texts(messages: Sequence[Message]) -> tuple[str, ...]:
+    """The texts of a conversation that the environment wrote (rules, observations): an
+    answer that copies them chose nothing (``sepo.games.text``). The model's own earlier
+    answers are not among them; repeating its own choice is a choice."""
+    return tuple(m["content"] for m in messages if m["role"] != "assistant")
+
+
 def _request(index: int, live: _Live) -> DecisionRequest:
     game = live.spec.game
     view = live.state.view(AGENT)
@@ -395,7 +414,12 @@ def _resolve_action(
         if recovery.chosen is not None and recovery.chosen in legal:
             return recovery.chosen, recovery.kind, recovery.text
         if recovery.text is not None:
-            second = game.parse(recovery.text, legal)
+            second = game.parse(
+                recovery.text,
+                legal,
+                context=conversation_texts(req.messages),
+                truncated=is_truncated(recovery.text),
+            )
             if second.action is not None:
                 return second.action, recovery.kind, recovery.text
     return game.default_action(req.view), "default", recovery.text if recovery else None

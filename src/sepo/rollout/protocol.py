@@ -36,6 +36,27 @@ class SamplingConfig:
     seed: int = 0
 
 
+class Reply(str):
+    """A policy's answer that also says whether generation stopped at the token limit.
+
+    A ``str`` (every caller that only needs the text keeps working); the engine reads
+    ``truncated`` to parse a cut-off answer from its complete lines only (SPEC §2,
+    ``sepo.games.text``) and records it per turn. Plain ``str`` answers count as finished.
+    """
+
+    truncated: bool
+
+    def __new__(cls, text: str, truncated: bool = False) -> Reply:
+        reply = super().__new__(cls, text)
+        reply.truncated = truncated
+        return reply
+
+
+def is_truncated(answer: object) -> bool:
+    """Whether ``answer`` is a :class:`Reply` cut at the token limit."""
+    return bool(getattr(answer, "truncated", False))
+
+
 @dataclass(frozen=True)
 class DecisionRequest:
     """One pending decision of the agent in one episode."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sepo.rollout.protocol import DecisionRequest, Message, Recovery, SamplingConfig
+from sepo.rollout.protocol import DecisionRequest, Message, Recovery, Reply, SamplingConfig
 
 
 class TemplateNotPrefixStable(ValueError):
@@ -112,14 +112,14 @@ class TokenTrackingPolicy:
         gens = self.local.generate_from_ids(
             prompts, self.sampling, with_logprobs=True, keys=[req.episode for req in requests]
         )
-        texts = []
+        texts: list[str] = []
         for req, gen in zip(requests, gens, strict=True):
             seq = self._seqs[req.episode]
             seq.extend(gen.completion_ids, mask=1, logprobs=gen.logprobs)
             seq.generated += len(gen.completion_ids)
             if not gen.finished:  # close the cut answer so the conversation can go on
                 seq.extend([self.local.end_of_turn_id], mask=0)
-            texts.append(gen.text)
+            texts.append(Reply(gen.text, truncated=not gen.finished))
         return texts
 
     def recover(
