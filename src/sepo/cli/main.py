@@ -72,12 +72,14 @@ class UsageError(ValueError):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sepo.policies.gguf import GGUFError
+    from sepo.policies.local import RemoteCodeRefused
     from sepo.policies.resolve import PolicySpecError
     from sepo.train.sft import SFTError
     from sepo.train.token_rollout import TemplateNotPrefixStable
 
     return (
         GGUFError,
+        RemoteCodeRefused,
         SFTError,
         TemplateNotPrefixStable,
         UsageError,

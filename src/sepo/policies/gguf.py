@@ -73,8 +73,10 @@ def convert_gguf(source: Path, out: Path) -> Path:
 
     folder, name = str(source.parent), source.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, trust_remote_code=False
+        )
     except (ValueError, KeyError, RuntimeError) as exc:
         raise GGUFError(f"cannot read {source}: {str(exc).strip().splitlines()[0]}") from None
     config = loaded.config

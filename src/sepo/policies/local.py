@@ -1333,8 +1333,33 @@ def _cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+class RemoteCodeRefused(ValueError):
+    """A model folder asks to run its own Python code (``auto_map``); sepo never does."""
+
+
+def no_remote_code(ident: str, exc: ValueError) -> ValueError:
+    """The one-line refusal for a model that needs ``trust_remote_code`` (else ``exc``)."""
+    if "trust_remote_code" not in str(exc):
+        return exc
+    return RemoteCodeRefused(
+        f"{ident} needs to run Python code shipped with the model (auto_map); "
+        "sepo never runs a model folder's code"
+    )
+
+
 def _from_pretrained(loader: Any, ident: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained`` from a folder, else from the HF cache, else the Hub."""
+    """``loader.from_pretrained`` from a folder, else from the HF cache, else the Hub.
+
+    Never with ``trust_remote_code``: a folder whose ``config.json`` has an ``auto_map``
+    would otherwise make transformers offer to run its Python."""
+    kwargs["trust_remote_code"] = False
+    try:
+        return _from_pretrained_unchecked(loader, ident, **kwargs)
+    except ValueError as exc:
+        raise no_remote_code(ident, exc) from None
+
+
+def _from_pretrained_unchecked(loader: Any, ident: str, **kwargs: Any) -> Any:
     if Path(ident).expanduser().exists():
         return loader.from_pretrained(str(Path(ident).expanduser()), **kwargs)
     try:

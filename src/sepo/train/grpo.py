@@ -282,14 +282,21 @@ class SEPORollout:
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sepo.policies.local import apply_adapter, tokenizer_source
+    from sepo.policies.local import apply_adapter, no_remote_code, tokenizer_source
     from sepo.train.sft import weights_dtype
 
     path = settings.init.removeprefix("hf:").removeprefix("tiny:")
     is_hf = settings.init.startswith("hf:")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(path, settings.adapter))
-    use_lora = settings.lora if settings.lora is not None else is_hf
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(use_lora))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_source(path, settings.adapter), trust_remote_code=False
+        )
+        use_lora = settings.lora if settings.lora is not None else is_hf
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=weights_dtype(use_lora), trust_remote_code=False
+        )
+    except ValueError as exc:
+        raise no_remote_code(path, exc) from None
     if settings.adapter:
         # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
         model = apply_adapter(model, settings.adapter, merge=True)

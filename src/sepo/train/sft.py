@@ -635,11 +635,20 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     cuda = torch.cuda.is_available()
     bf16 = bf16_training()
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         dtype = weights_dtype(bool(s.lora))
-        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=False
+        )
     except OSError as exc:
         raise ModelSpecError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:
+        from sepo.policies.local import no_remote_code
+
+        refusal = no_remote_code(source, exc)
+        if refusal is exc:
+            raise
+        raise ModelSpecError(str(refusal)) from None
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelSpecError(f"{source} has no chat template; SFT needs a chat model")
     trl_masks = use_training_template(tokenizer)
