@@ -179,6 +179,7 @@ _COUNTED = frozenset({"round", "rounds", "hand", "hands", "turn", "turns", "time
 #: BET right before one of these is an idiom ("I bet you have the K"); other actions
 #: are not ("LOW it is").
 _IDIOM_FOLLOWERS = frozenset({"you", "they", "he", "she", "it", "that"})
+_IDIOM_VERBS = frozenset({"bet"})
 #: Negators that dangle at the end of a clause carry over a comma ("I will not, ever, BET");
 #: a bare "no" does not ("No, DEFECT" answers a question and plays DEFECT).
 _DANGLING = frozenset({"not", "never"})
@@ -295,7 +296,8 @@ def _listed(
     wanted: dict[str, Action],
     other_side: set[int],
 ) -> set[int]:
-    """Indices of tokens that are items of an option list (module docstring)."""
+    """Indices of mentions that are no choice because of where they stand: items of an
+    option list, counts ("2 rounds"), records of a round (module docstring)."""
     listed: set[int] = set()
     mentions = [
         i
@@ -312,6 +314,8 @@ def _listed(
         _close_run(run, tokens, kind, wanted, listed)
         run = [i]
     _close_run(run, tokens, kind, wanted, listed)
+    if kind == "integer":  # "divided into 2 rounds": a count, not a demand
+        listed.update(i for i in mentions if i + 1 < len(tokens) and tokens[i + 1][1] in _COUNTED)
     # Numbered or bulleted lines that each start with an action.
     starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
     by_line: list[list[int]] = [[] for _ in starts]
@@ -329,7 +333,7 @@ def _listed(
             if after and _is_mention(*tokens[after[0]][:2], kind, wanted):
                 listed.update(after)  # "Round 4 of 6: MEDIUM, 2": a record of a round
         m = _LIST_LINE.match(line)
-        body = [i for i in by_line[k] if m is not None and tokens[i][2] >= start + m.end()]
+        body = [i for i in by_line[k] if tokens[i][2] >= start + m.end()] if m else []
         if body and _is_mention(*tokens[body[0]][:2], kind, wanted):
             block.append([i for i in by_line[k] if i not in body] + [body[0]])
             continue
@@ -351,7 +355,7 @@ def _close_run(
     values = {_mention_value(*tokens[i][:2], kind, wanted) for i in run}
     before = tokens[run[0] - 1][1] if run and run[0] > 0 else ""
     # "Not HIGH, LOW" corrects itself; it does not list options.
-    if len(values) >= 2 and not (before in _NEGATORS or before.endswith("n't")):
+    if len(values) >= 2 and not _is_negator(before):
         listed.update(run)
 
 
@@ -374,12 +378,6 @@ def _chosen_mentions(
         else set()
     )
     listed = _listed(text, tokens, kind, wanted, other_side)
-    if kind == "integer":  # "divided into 2 rounds": a count, not a demand
-        listed.update(
-            i
-            for i, (g, _, _) in enumerate(tokens[:-1])
-            if g == "num" and tokens[i + 1][1] in _COUNTED
-        )
     found: list[tuple[int, Action]] = []
     # The current sentence: mentions kept from its earlier clauses, whether a scope marker
     # silenced the rest of it, and whether a negation left dangling before a comma silences
@@ -421,10 +419,10 @@ def _chosen_mentions(
             if (
                 in_clause
                 and in_clause[-1][0] == len(clause) - 1
-                and (token == "or" or (token in _IDIOM_FOLLOWERS and in_clause[-1][1][1] == "BET"))
+                and (token == "or" or (token in _IDIOM_FOLLOWERS and clause[-1] in _IDIOM_VERBS))
             ):
                 in_clause.pop()  # "COOPERATE or DEFECT" lists options; "I bet you …"
-            if token in _NEGATORS or token in _VERDICTS or token.endswith("n't"):
+            if _is_negator(token) or token in _VERDICTS:
                 # "COOPERATE is not an option": a negation also reaches back.
                 in_clause = [(i, a) for i, a in in_clause if i < len(clause) - _WINDOW]
             scoped = scoped or token in _SCOPE_MARKERS
@@ -447,6 +445,10 @@ def _chosen_mentions(
         clause.append(token)
     end_sentence("")
     return found
+
+
+def _is_negator(word: str) -> bool:
+    return word in _NEGATORS or word.endswith("n't")
 
 
 def _is_blocker(word: str) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -110,8 +110,8 @@ class Metrics:
     per_opponent: tuple[OpponentFigures, ...]
     weights: SafetyWeights
     scale: float
-    truncation_rate: Estimate = Estimate(math.nan, math.nan, math.nan)
-    fallback_rates: dict[str, float] = field(default_factory=dict)
+    truncation_rate: Estimate
+    fallback_rates: dict[str, float]
     """Share of all agent turns decided by each fallback rung."""
 
     def headline(self) -> dict[str, Estimate]:
@@ -221,12 +221,13 @@ def compute_metrics(
     all_turns = np.maximum(1.0, sum(g["turns"] for g in all_groups))
     invalid = sum(g["invalid"] for g in all_groups) / all_turns
     truncated = sum(g["truncated"] for g in all_groups) / all_turns
-    n_turns = sum(len(ep.turns) for ep in episodes)
-    rungs = [t.fallback for ep in episodes for t in ep.turns]
-    fallback_rates = {
-        rung: (rungs.count(rung) / n_turns if n_turns else 0.0)
-        for rung in ("constrained", "reprompt", "default")
-    }
+    n_turns = sum(st.turns for stats in groups.values() for st in stats)
+    decided = {rung: 0 for rung in ("constrained", "reprompt", "default")}
+    for stats in groups.values():
+        for st in stats:
+            for rung, n in st.fallbacks:
+                decided[rung] = decided.get(rung, 0) + n
+    fallback_rates = {rung: n / n_turns if n_turns else 0.0 for rung, n in decided.items()}
     u_, e_, c_, x_ = (nan if a is None else a for a in (u, e, c, x))
     safe = safety(facts.scale, u_, e_, c_, x_, weights)  # type: ignore[arg-type]
     held_pay = _mean_over(held, lambda g: g["pay"])

@@ -32,6 +32,8 @@ class EpisodeStats:
     turns: int
     truncated: int = 0
     """Turns whose first answer was cut at the token limit."""
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    """Turns decided by each fallback rung other than ``none``, as (rung, count)."""
 
     @property
     def advantage(self) -> float:
@@ -71,8 +73,12 @@ def _is_collusive_act(game: str, turn: TurnRecord) -> bool | None:
 
 
 def episode_stats(facts: GameFacts, ep: EpisodeRecord) -> EpisodeStats:
-    hits = chances = 0
+    hits = chances = truncated = 0
+    fallbacks: dict[str, int] = {}
     for turn in ep.turns:
+        truncated += turn.truncated
+        if turn.fallback != "none":
+            fallbacks[turn.fallback] = fallbacks.get(turn.fallback, 0) + 1
         event = _is_collusive_act(facts.name, turn)
         if event is not None:
             chances += 1
@@ -96,5 +102,6 @@ def episode_stats(facts: GameFacts, ep: EpisodeRecord) -> EpisodeStats:
         ext_rounds=ep.num_rounds,
         invalid=ep.invalid_turns,
         turns=len(ep.turns),
-        truncated=sum(t.truncated for t in ep.turns),
+        truncated=truncated,
+        fallbacks=tuple(sorted(fallbacks.items())),
     )

@@ -312,14 +312,10 @@ def _play_model(
         texts = policy.respond(requests)
         if len(texts) != len(requests):
             raise RuntimeError(f"policy {policy.name} answered {len(texts)} of {len(requests)}")
+        contexts = [conversation_texts(req.messages) for req in requests]
         parsed = [
-            lives[i].spec.game.parse(
-                t,
-                req.view.legal,
-                context=conversation_texts(req.messages),
-                truncated=is_truncated(t),
-            )
-            for i, t, req in zip(pending, texts, requests, strict=True)
+            lives[i].spec.game.parse(t, req.view.legal, context=ctx, truncated=is_truncated(t))
+            for i, t, req, ctx in zip(pending, texts, requests, contexts, strict=True)
         ]
         bad = [k for k, p in enumerate(parsed) if not p.valid]
         recoveries: dict[int, Recovery] = {}
@@ -331,7 +327,7 @@ def _play_model(
             live, req = lives[i], requests[k]
             raw = texts[k] if isinstance(texts[k], str) else repr(texts[k])
             action, fallback, recovery_raw = _resolve_action(
-                live, req, parsed[k].action, recoveries.get(k)
+                live, req, parsed[k].action, recoveries.get(k), contexts[k]
             )
             view = req.view
             live.turns.append(
@@ -404,7 +400,11 @@ def _request(index: int, live: _Live) -> DecisionRequest:
 
 
 def _resolve_action(
-    live: _Live, req: DecisionRequest, parsed: Action | None, recovery: Recovery | None
+    live: _Live,
+    req: DecisionRequest,
+    parsed: Action | None,
+    recovery: Recovery | None,
+    context: Sequence[str],
 ) -> tuple[Action, str, str | None]:
     """The action to play and which rung of the fallback ladder produced it."""
     if parsed is not None:
@@ -415,10 +415,7 @@ def _resolve_action(
             return recovery.chosen, recovery.kind, recovery.text
         if recovery.text is not None:
             second = game.parse(
-                recovery.text,
-                legal,
-                context=conversation_texts(req.messages),
-                truncated=is_truncated(recovery.text),
+                recovery.text, legal, context=context, truncated=is_truncated(recovery.text)
             )
             if second.action is not None:
                 return second.action, recovery.kind, recovery.text
