@@ -345,8 +345,11 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     model = tmp_path / "tiny"
     _ok(["model", "init", "--out", str(model)])
     run = tmp_path / "run"
-    for name in ("base-model", "sft", "sepo/checkpoint-1", "sepo/checkpoint-2", "sepo/final"):
+    for name in ("base-model", "sft"):
         shutil.copytree(model, run / name)
+    for arm in ("sepo", "control"):
+        for name in ("checkpoint-1", "checkpoint-2", "final"):
+            shutil.copytree(model, run / arm / name)
     match = {"rate": 1.0, "checked": 2, "matched": 2, "per_game": {}, "first_miss": None}
     (run / "sft" / "sft_result.json").write_text(
         json.dumps({"adapter": None, "reasoning_match": match})
@@ -363,17 +366,33 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     best = max(summary["curve"], key=lambda c: c["selection_safety"])
     assert summary["best_checkpoint"] == best["checkpoint"]
     metric_keys = {"pay", "exploit", "collusion", "externality", "safety", "nra", "robust"}
-    for stage in ("base", "sft", "sepo"):
+    for stage in ("base", "sft", "sepo", "control"):
         entry = summary[stage]
         assert metric_keys | {"invalid_rate", "exploitability", "exact"} <= set(entry)
         # The same weights everywhere: the exact (first-decision) strategy is the same.
         assert entry["exploitability"] == pytest.approx(summary["base"]["exploitability"])
     assert "in_play" not in summary["base"]
-    for stage in ("sft", "sepo"):
+    control = summary["control_arm"]
+    assert control["penalty"] == "reward_only" and summary["penalty"] == "credited_mean"
+    in_play_dirs = {
+        "sft": run / "eval" / "sft",
+        "sepo": run / "eval" / "sepo" / best["checkpoint"],
+        "control": run / "eval" / "control" / control["best_checkpoint"],
+    }
+    for stage, folder in in_play_dirs.items():
         assert summary[stage]["in_play"]["episodes"] == 3
-        assert (
-            run / "eval" / ("sft" if stage == "sft" else best["checkpoint"]) / "in_play.json"
-        ).exists()
+        assert (folder / "in_play.json").exists()
+    # Kuhn checkpoints are scored exactly, without episodes; only the best is played.
+    for arm in ("sepo", "control"):
+        for ckpt in ("checkpoint-1", "checkpoint-2"):
+            assert (run / "eval" / arm / ckpt / "exact_entry.json").exists()
+    assert (run / "eval" / "sepo" / best["checkpoint"] / "episodes.jsonl").exists()
+    # The arms are the same weights played on the same seeds: every difference is 0,
+    # with a zero-width paired interval, and the exact ones are exactly 0.
+    diff = summary["difference"]["kuhn"]
+    for key in metric_keys - {"externality"}:
+        assert diff["sampled"][key] == {"value": 0.0, "low": 0.0, "high": 0.0}, key
+    assert set(diff["exact"].values()) == {0.0}
     assert "exact_exploit_with_best_responder" in summary["curve"][0]
     assert best["seat_gap"] == summary["sepo"]["exact"]["seat_gap"]
     assert 0.0 <= summary["sft"]["exact"]["seat_gap"] <= 1.0

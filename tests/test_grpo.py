@@ -6,8 +6,11 @@ Everything is built inside the tests (the tiny model takes about a second); no d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -244,12 +247,89 @@ def test_micro_batches_split_a_step_evenly() -> None:
         micro_batches(8, 0)
 
 
-@pytest.mark.parametrize("penalty", ["shared", "credited_mean", "auxiliary"])
-def test_step_wide_penalties_refuse_several_processes(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, penalty: str
-) -> None:
-    """These variants measure all of a step's episodes; with several processes each
-    process's rewards would see only its share, so they refuse to start."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="processes"):
-        build_trainer(_settings(tiny_dir, tmp_path / "run", penalty=penalty))
+def test_two_processes_give_the_rewards_of_one(tmp_path: Path) -> None:
+    """The whole-step variants gather every process's step totals (accelerate's
+    ``gather_object``, the collective the trainer's rollout calls): two CPU processes,
+    each holding half of a step's episodes, give each episode exactly the reward one
+    process holding the whole step gives."""
+    import subprocess
+
+    worker = Path(__file__).with_name("two_process_rewards.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for variant in ("credited_mean", "shared", "auxiliary"):
+        # Written by the worker: the whole step's terms in one process, and each half's
+        # own terms without the gather.
+        whole = json.loads((tmp_path / f"{variant}-whole.json").read_text())
+        alone = json.loads((tmp_path / f"{variant}-alone.json").read_text())
+        got: dict[str, list[float | None]] = {}
+        for rank in (0, 1):
+            got.update(json.loads((tmp_path / f"{variant}-{rank}.json").read_text()))
+        assert sorted(got, key=int) == sorted(whole, key=int)
+        assert got == whole, variant
+        # The gather matters: without it each half would have got other rewards.
+        assert any(alone[k] != whole[k] for k in alone), variant
+
+
+def test_the_control_arm_starts_from_the_same_sft_weights(tiny_dir: Path, tmp_path: Path) -> None:
+    """The main job's two GRPO arms: both start from the SFT weights bit for bit (the
+    digest each writes before its first update equals the SFT folder's own), with the
+    same settings but the penalty, so the same rollout seeds; and they then differ."""
+    import shutil
+
+    from sepo.policies.local import LocalModelPolicy
+    from sepo.train.grpo import INIT_FILE, weights_digest
+    from sepo.train.pipeline import TrainSettings, run_pipeline
+
+    run = tmp_path / "run"
+    for name in ("base-model", "sft"):
+        shutil.copytree(tiny_dir, run / name)
+    (run / "sft" / "sft_result.json").write_text(json.dumps({"adapter": None}))
+    (run / "sft-data").mkdir()
+    (run / "sft-data" / "card.json").write_text("{}")
+    settings = TrainSettings(
+        games=("ipd",),
+        out=str(run),
+        steps=1,
+        group_size=2,
+        checkpoint_every=1,
+        eval_episodes=1,
+        in_play_episodes=0,
+        report_to="none",
+        learning_rate=1e-2,
+    )
+    summary = run_pipeline(settings, log=lambda _: None)
+    sft_digest = weights_digest(LocalModelPolicy.load(str(run / "sft")).model)
+    inits = {arm: json.loads((run / arm / INIT_FILE).read_text()) for arm in ("sepo", "control")}
+    assert inits["sepo"] == inits["control"]
+    assert inits["sepo"]["sha256"] == sft_digest
+    arms = {
+        arm: GRPOSettings.from_json(json.loads((run / arm / "grpo_settings.json").read_text()))
+        for arm in ("sepo", "control")
+    }
+    assert (arms["sepo"].penalty, arms["control"].penalty) == ("credited_mean", "reward_only")
+    assert dataclasses.replace(arms["sepo"], penalty="reward_only", out="") == dataclasses.replace(
+        arms["control"], out=""
+    )
+    trained = {
+        arm: weights_digest(LocalModelPolicy.load(str(run / arm / "checkpoint-1")).model)
+        for arm in ("sepo", "control")
+    }
+    assert trained["sepo"] != trained["control"] != sft_digest
+    assert summary["control_arm"]["penalty"] == "reward_only"
+    assert set(summary["difference"]) == {"ipd"}

@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pytest
 
 from sepo.core.records import EpisodeRecord
+from sepo.exact import kuhn_objective
 from sepo.games import make_game
 from sepo.metrics import episode_stats
-from sepo.objective import EpisodeTerms, advantages, credited_terms, training_weights, variant_terms
+from sepo.objective import (
+    PENALTY_VARIANTS,
+    EpisodeTerms,
+    PenaltyNameError,
+    StepTotals,
+    advantages,
+    check_penalty,
+    episode_clip_terms,
+    saved_penalty,
+    training_weights,
+    variant_terms,
+)
 from sepo.opponents import Scripted, pools_for
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
@@ -59,10 +70,11 @@ def test_trap1_shared_penalty_equals_reward_only(scale: str) -> None:
     np.testing.assert_allclose(a_shared, a_only, rtol=0, atol=1e-9)
 
 
-def test_credited_penalty_is_not_constant() -> None:
-    # The credited design is not subject to trap 1: its advantages differ from payoff-only.
+@pytest.mark.parametrize("variant", ["credited_mean", "episode_clip"])
+def test_credited_penalty_is_not_constant(variant: str) -> None:
+    # The credited designs are not subject to trap 1: their advantages differ from payoff-only.
     eps = _ipd_batch()
-    a_credited = advantages(variant_terms("credited", FACTS, eps), GROUP, "batch")
+    a_credited = advantages(variant_terms(variant, FACTS, eps), GROUP, "batch")  # type: ignore[arg-type]
     a_only = advantages(variant_terms("reward_only", FACTS, eps), GROUP, "batch")
     assert np.max(np.abs(a_credited - a_only)) > 0.1
 
@@ -70,7 +82,7 @@ def test_credited_penalty_is_not_constant() -> None:
 def _with_collusion_weight(eps: list[EpisodeRecord], factor: float) -> list[EpisodeTerms]:
     w = training_weights("ipd")
     w = replace(w, lambda_collusion=w.lambda_collusion * factor)
-    terms = variant_terms("credited", FACTS, eps, weights={"ipd": w})
+    terms = variant_terms("credited_mean", FACTS, eps, weights={"ipd": w})
     return terms
 
 
@@ -94,12 +106,12 @@ def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
     assert ratio > 1.5
 
 
-def test_credited_terms_per_pool() -> None:
+def test_episode_clip_terms_per_pool() -> None:
     eps = _ipd_batch()
     w = training_weights("ipd")
     s = FACTS["ipd"].scale
     for ep in eps:
-        t = credited_terms(FACTS["ipd"], ep, w)
+        t = episode_clip_terms(FACTS["ipd"], ep, w)
         st = episode_stats(FACTS["ipd"], ep)
         if ep.pool == "train":
             assert (
@@ -120,10 +132,10 @@ def test_auxiliary_credits_the_separate_episode() -> None:
     random.Random(0).shuffle(aux)
     aux = (aux * 4)[: len(eps)]
     terms = variant_terms("auxiliary", FACTS, eps, auxiliary=aux)
-    w = training_weights("ipd")
-    for t, ep, a in zip(terms, eps, aux, strict=True):
+    # The separate episodes are credited as the default credits them, as one step.
+    credited = variant_terms("credited_mean", FACTS, aux)
+    for t, ep, own in zip(terms, eps, credited, strict=True):
         assert t.payoff == pytest.approx(FACTS["ipd"].scale * ep.agent_mean)
-        own = credited_terms(FACTS["ipd"], a, w)
         assert (t.exploit, t.collusion, t.externality) == (
             own.exploit,
             own.collusion,
@@ -139,12 +151,12 @@ def test_kuhn_training_drops_collusion() -> None:
 def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
     """``credited_mean``: an exploit-pool episode carries −λe·s·(ū_o − ū_π) of its own,
     unclipped, while the step's mean advantage of that opponent is positive, and 0 when
-    it is not; the other pools are credited exactly as in ``credited``."""
+    it is not; the other pools are credited exactly as in ``episode_clip``."""
     eps = _ipd_batch()
     w = training_weights("ipd")
     s = FACTS["ipd"].scale
     mean_terms = variant_terms("credited_mean", FACTS, eps)
-    credited = variant_terms("credited", FACTS, eps)
+    credited = variant_terms("episode_clip", FACTS, eps)
     gaps: dict[str, list[float]] = {}
     for ep in eps:
         if ep.pool == "exploit":
@@ -164,41 +176,29 @@ def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
         assert t.externality == c.externality
 
 
-def _optimum_script() -> Any:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "kuhn_objective_optimum.py"
-    spec = importlib.util.spec_from_file_location("kuhn_objective_optimum", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_kuhn_credited_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
-    """The exact expected rewards of ``scripts/kuhn_objective_optimum.py``: the clipped
-    per-episode exploit term of ``credited`` ranks a strategy with exploitability 0.111
+def test_kuhn_episode_clip_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
+    """The exact expected rewards of :mod:`sepo.exact.kuhn_objective`: the clipped
+    per-episode exploit term of ``episode_clip`` ranks a strategy with exploitability 0.111
     (Nash α = 0, but calling every bet with Q) above the equilibrium it came from, while
     ``credited_mean`` (SPEC §4's e) ranks the equilibrium first."""
     from sepo.exact.kuhn import KuhnStrategy, exploitability
 
-    f = _optimum_script().objectives(6)
+    f = kuhn_objective.objectives(6)
     nash = KuhnStrategy.nash(0.0)
     calls_q = KuhnStrategy.from_dict({**nash.to_dict(), "Qb": 1.0, "Qpb": 1.0})
     assert exploitability(nash).exploitability == pytest.approx(0.0, abs=1e-12)
     assert exploitability(calls_q).exploitability == pytest.approx(1 / 9, abs=1e-3)
-    assert f["credited"](calls_q) > f["credited"](nash) + 0.005
+    assert f["episode_clip"](calls_q) > f["episode_clip"](nash) + 0.005
     assert f["credited_mean"](nash) > f["credited_mean"](calls_q) + 0.005
 
 
 def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
-    """``kuhn_objective_optimum.py --from``: exact gradient ascent on ``credited_mean``
+    """``python -m sepo.exact.kuhn_objective --from``: exact gradient ascent on ``credited_mean``
     from the uniform strategy (exploitability 11/24) ends near an equilibrium, and a KL
     anchor to the start holds the path back."""
     from sepo.exact.kuhn import KuhnStrategy
 
-    module = _optimum_script()
+    module = kuhn_objective
     f = module.objectives(6)["credited_mean"]
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     free = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=60, every=20)
@@ -209,12 +209,12 @@ def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
 
 
 def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
-    """``kuhn_objective_optimum.py`` prints each variant's exact gradient per information
+    """``python -m sepo.exact.kuhn_objective`` prints each variant's exact gradient per information
     set. At the uniform strategy, calling a bet with K always wins and with J always
     loses, so every variant pulls the K call up and the J call down."""
     from sepo.exact.kuhn import INFOSETS, KuhnStrategy
 
-    module = _optimum_script()
+    module = kuhn_objective
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     for name, f in module.objectives(6).items():
         grad = dict(zip(INFOSETS, module.logit_gradient(f, uniform), strict=True))
@@ -223,13 +223,13 @@ def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
 
 
 def test_kuhn_seat_blind_gradient_path_stops_at_the_seat_blind_floor() -> None:
-    """``kuhn_objective_optimum.py --shared seat``: from the seat-blind uniform strategy,
+    """``python -m sepo.exact.kuhn_objective --shared seat``: from the seat-blind uniform strategy,
     ``credited_mean`` followed over the 12 logits ends below 1/36, the least
     exploitability of any seat-blind strategy; with each seat pair sharing one shift
     the path stays seat-blind, so it cannot."""
     from sepo.exact.kuhn import SEAT_BLIND_FLOOR, KuhnStrategy, seat_gap
 
-    module = _optimum_script()
+    module = kuhn_objective
     f = module.objectives(6)["credited_mean"]
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     seat = module.SHARED_SHIFTS["seat"]
@@ -243,3 +243,126 @@ def test_kuhn_seat_blind_gradient_path_stops_at_the_seat_blind_floor() -> None:
     moved = module._expand_shifts(z0, seat, np.arange(6.0))
     assert seat_gap(module._from_logits(moved)) == pytest.approx(0.0)
     assert list(moved[:3] - z0[:3]) == [0.0, 1.0, 2.0]
+
+
+# -- the default on a constructed step ----------------------------------------------
+
+
+def _fixed(name: str, plays: str) -> Scripted:
+    """An IPD player that plays ``plays`` (C or D) in every round."""
+    action = "COOPERATE" if plays == "C" else "DEFECT"
+    return Scripted(name, lambda view, rng: action)
+
+
+def _odd_defector(name: str) -> Scripted:
+    """Defects in rounds 1, 3, 5, 7 (0-based), as AlternatingDefect does."""
+    return Scripted(name, lambda view, rng: "DEFECT" if view.round % 2 else "COOPERATE")
+
+
+def _constructed_step() -> list[EpisodeRecord]:
+    """Two exploit-pool opponents, three episodes each, the agent's play fixed per episode.
+
+    Against an odd-round defector (IPD, 8 rounds, T=5 R=3 P=1 S=0), an agent that always
+    cooperates scores 0 in the four odd rounds and 3 in the even ones (mean 1.5) while
+    the opponent scores 5 and 3 (mean 4): advantage +2.5. One that always defects scores
+    1 and 5 (mean 3) while the opponent scores 1 and 0 (0.5): advantage −2.5.
+
+    - ``Plus`` meets C, C, D: advantages +2.5, +2.5, −2.5, mean +5/6 (positive).
+    - ``Minus`` meets D, D, C: advantages −2.5, −2.5, +2.5, mean −5/6 (negative).
+    """
+    game = make_game("ipd")
+    specs = []
+    agents = []
+    for opponent, plays in (("Plus", "CCD"), ("Minus", "DDC")):
+        for k, p in enumerate(plays):
+            specs.append(EpisodeSpec(game, _odd_defector(opponent), "exploit", k))
+            agents.append(p)
+    out = []
+    for spec, p in zip(specs, agents, strict=True):
+        out.extend(run_episodes([spec], ScriptedPolicy(_fixed("agent", p))))
+    return out
+
+
+def test_constructed_step_has_the_advantages_the_docstring_derives() -> None:
+    eps = _constructed_step()
+    got = [(ep.opponent, ep.opponent_mean - ep.agent_mean) for ep in eps]
+    assert got == [
+        ("Plus", 2.5),
+        ("Plus", 2.5),
+        ("Plus", -2.5),
+        ("Minus", -2.5),
+        ("Minus", -2.5),
+        ("Minus", 2.5),
+    ]
+
+
+def test_default_rewards_equal_the_hand_computation() -> None:
+    """``credited_mean`` on the constructed step, by hand: λe = 2.4 and s = 1 in IPD
+    training. ``Plus`` exploits on average, so each of its episodes carries −λe·s times
+    its own advantage, unclipped: −6, −6 and +6. ``Minus`` does not, so none of its
+    episodes carries an exploit penalty, the one it lost included. The externality term
+    is −λx = −1.8 times the episode's rate of externality events (the agent's defections
+    in IPD): 0 for the cooperating episodes, 1 for the defecting ones."""
+    eps = _constructed_step()
+    assert training_weights("ipd").lambda_exploit == 2.4
+    assert training_weights("ipd").lambda_externality == 1.8
+    assert FACTS["ipd"].scale == 1.0
+    terms = variant_terms("credited_mean", FACTS, eps)
+    exploit = [t.exploit for t in terms]
+    assert exploit == pytest.approx([-6.0, -6.0, 6.0, 0.0, 0.0, 0.0], abs=1e-12)
+    ext = [t.externality for t in terms]
+    assert ext == pytest.approx([-0.15, -0.15, -0.75, -0.75, -0.75, -0.15], abs=1e-12)
+    assert all(t.payoff is None and t.collusion is None for t in terms)
+
+
+def test_episode_clip_differs_from_the_default_exactly_where_it_should() -> None:
+    """``episode_clip`` clips each episode at 0 on its own: it drops the +6 of the episode
+    ``Plus`` lost, and charges −6 for the one episode ``Minus`` won although ``Minus``
+    does not exploit the agent on average. Everything else is the same."""
+    eps = _constructed_step()
+    default = variant_terms("credited_mean", FACTS, eps)
+    clipped = variant_terms("episode_clip", FACTS, eps)
+    assert [t.exploit for t in clipped] == pytest.approx([-6.0, -6.0, 0.0, 0.0, 0.0, -6.0])
+    differ = [i for i, (a, b) in enumerate(zip(default, clipped, strict=True)) if a != b]
+    assert differ == [2, 5]
+    for a, b in zip(default, clipped, strict=True):
+        assert (a.payoff, a.collusion, a.externality) == (b.payoff, b.collusion, b.externality)
+
+
+@pytest.mark.parametrize("variant", ["credited_mean", "shared", "auxiliary"])
+def test_whole_step_rewards_do_not_depend_on_how_the_step_is_split(variant: str) -> None:
+    """Each part reduces its own episodes to StepTotals; merged, they give every episode
+    the reward it gets when one process holds the whole step (bit for bit)."""
+    eps = _ipd_batch(seed=3)
+    aux = (_ipd_batch(seed=9)[len(eps) // 3 :] * 3)[: len(eps)] if variant == "auxiliary" else []
+    whole = variant_terms(variant, FACTS, eps, auxiliary=aux)  # type: ignore[arg-type]
+    for parts in (2, 3):
+        shares = [list(range(k, len(eps), parts)) for k in range(parts)]
+        own = [StepTotals.of(FACTS, [(aux or eps)[i] for i in share]) for share in shares]
+        merged = StepTotals.merged(reversed(own))
+        for share in shares:
+            got = variant_terms(
+                variant,  # type: ignore[arg-type]
+                FACTS,
+                [eps[i] for i in share],
+                auxiliary=[aux[i] for i in share] if aux else [],
+                reduce=lambda _, m=merged: m,  # type: ignore[misc]
+            )
+            assert got == [whole[i] for i in share]
+
+
+def test_penalty_names() -> None:
+    assert PENALTY_VARIANTS[0] == "credited_mean"
+    with pytest.raises(PenaltyNameError, match="ambiguous"):
+        check_penalty("credited")
+    with pytest.raises(PenaltyNameError, match="unknown"):
+        check_penalty("bogus")
+    # A run saved before the rename keeps the meaning it was written with.
+    assert saved_penalty("credited", 1) == "episode_clip"
+    assert saved_penalty("credited_mean", 1) == "credited_mean"
+    assert saved_penalty("credited_mean", 2) == "credited_mean"
+    with pytest.raises(PenaltyNameError):
+        saved_penalty("credited", 2)
+    with pytest.raises(PenaltyNameError, match="cannot be resumed"):
+        saved_penalty("auxiliary", 1)
+    assert saved_penalty("auxiliary", 2) == "auxiliary"

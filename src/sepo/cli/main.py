@@ -785,8 +785,18 @@ def train(
     steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS, help="GRPO steps.")] = 25,
     penalty: Annotated[
         str,
-        typer.Option(help="credited | credited_mean | shared | auxiliary | reward_only"),
-    ] = "credited",
+        typer.Option(
+            help="The SEPO arm's penalty: credited_mean (SPEC §4's objective) | "
+            "episode_clip | shared | auxiliary | reward_only"
+        ),
+    ] = "credited_mean",
+    control: Annotated[
+        str,
+        typer.Option(
+            help="The control arm, trained from the same SFT policy with the same seeds "
+            "(reward_only: payoff alone) or none."
+        ),
+    ] = "reward_only",
     scale: Annotated[str, typer.Option(help="Advantage scaling: batch | group | none")] = "batch",
     best_responder: Annotated[
         bool, typer.Option(help="Kuhn: exact best-responder in the exploit pool.")
@@ -827,7 +837,7 @@ def train(
     """The main job: build the model, SFT, SEPO-GRPO, evaluate Base/SFT/SEPO, print a table."""
     import shutil
 
-    from sepo.objective import PENALTY_VARIANTS, SCALE_VARIANTS
+    from sepo.objective import SCALE_VARIANTS, PenaltyNameError, check_penalty
     from sepo.policies.resolve import check_model_path
     from sepo.train.pipeline import TrainSettings, check_sft_source, run_pipeline, run_settings
 
@@ -848,8 +858,12 @@ def train(
         settings = dataclasses.replace(saved, out=str(resume))
     else:
         # Every check comes before anything is written or deleted.
-        if penalty not in PENALTY_VARIANTS:
-            raise UsageError(f"--penalty must be one of {', '.join(PENALTY_VARIANTS)}")
+        try:
+            penalty = check_penalty(penalty)
+            if control != "none":
+                control = check_penalty(control)
+        except PenaltyNameError as exc:
+            raise UsageError(str(exc)) from None
         if scale not in SCALE_VARIANTS:
             raise UsageError(f"--scale must be one of {', '.join(SCALE_VARIANTS)}")
         if not (model == "tiny" or (model.startswith("hf:") and model[3:].strip())):
@@ -872,6 +886,7 @@ def train(
             learning_rate=lr,
             beta=beta,
             penalty=penalty,
+            control=control,
             scale=scale,
             best_responder=best_responder,
             checkpoint_every=checkpoint_every,
@@ -903,23 +918,34 @@ def train(
     console.print(f"run directory: {settings.out} (summary.json, config.json, checkpoints, logs)")
 
 
+TRAIN_STAGES = (("base", "base"), ("sft", "sft"), ("sepo", "sepo"), ("control", "control"))
+
+
 def train_table(summary: dict[str, Any]) -> Table:
+    """The main job's table: Base, SFT, the SEPO arm and its control (each best by
+    Safety), and SEPO − control with its paired 95% interval (exact for Kuhn's exact
+    figures)."""
     keys = [k for k, _ in METRIC_COLUMNS] + ["exploitability"]
-    table = Table(
-        title=f"sepo train — best checkpoint: {summary.get('best_checkpoint')}",
-        title_justify="left",
-    )
+    control_arm = summary.get("control_arm") or {}
+    title = f"sepo train — best checkpoint: {summary.get('best_checkpoint')}"
+    if control_arm:
+        title += (
+            f" ({summary.get('penalty')}); control {control_arm.get('penalty')}: "
+            f"{control_arm.get('best_checkpoint')}"
+        )
+    table = Table(title=title, title_justify="left")
     table.add_column("stage")
     for _, header in METRIC_COLUMNS:
         table.add_column(header, justify="right")
     table.add_column("Exploitability", justify="right")
-    exact = any("exact" in (summary.get(stage) or {}) for stage in ("base", "sft", "sepo"))
+    stages = [k for k, _ in TRAIN_STAGES if summary.get(k) is not None or k != "control"]
+    exact = any("exact" in (summary.get(stage) or {}) for stage in stages)
     if exact:
         table.add_column("Exploit +BR (exact)", justify="right")
-    in_play = any("in_play" in (summary.get(stage) or {}) for stage in ("base", "sft", "sepo"))
+    in_play = any("in_play" in (summary.get(stage) or {}) for stage in stages)
     if in_play:
         table.add_column("Exploitability in play (95%)", justify="right")
-    for stage in ("base", "sft", "sepo"):
+    for stage in stages:
         entry = summary.get(stage) or {}
         cells = []
         for k in keys:
@@ -937,6 +963,25 @@ def train_table(summary: dict[str, Any]) -> Table:
                 f"({played['ci95'][0]:.3f}-{played['ci95'][1]:.3f})"
             )
         table.add_row(stage, *cells)
+    for game, diff in (summary.get("difference") or {}).items():
+        sampled, exact_diff = diff.get("sampled", {}), diff.get("exact", {})
+        cells = []
+        for k, _ in METRIC_COLUMNS:
+            d = sampled.get(k) or {}
+            cells.append(
+                "—"
+                if d.get("value") is None
+                else f"{d['value']:+.3f} ({d['low']:+.3f}, {d['high']:+.3f})"
+            )
+        v = exact_diff.get("exploitability")
+        cells.append("—" if v is None else f"{v:+.3f} exact")
+        if exact:
+            v = exact_diff.get("exploit_with_best_responder")
+            cells.append("—" if v is None else f"{v:+.3f}")
+        if in_play:
+            cells.append("")
+        label = "SEPO − control" + (f" ({game})" if len(summary["difference"]) > 1 else "")
+        table.add_row(label, *cells)
     return table
 
 

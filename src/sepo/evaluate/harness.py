@@ -21,7 +21,15 @@ from sepo.core.types import Strategy
 from sepo.evaluate.kuhn_exact import KuhnExactMetrics, kuhn_exact_metrics
 from sepo.exact.kuhn import KuhnStrategy
 from sepo.games import make_game
-from sepo.metrics import HEADLINE_KEYS, Metrics, compute_metrics, safety_weights
+from sepo.metrics import (
+    HEADLINE_KEYS,
+    EpisodeStats,
+    Groups,
+    Metrics,
+    compute_metrics,
+    episode_stats,
+    safety_weights,
+)
 from sepo.opponents import POOL_NAMES, pools_for
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import AgentPolicy
@@ -109,7 +117,8 @@ def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
 def write_outputs(
     out_dir: Path, evaluations: Sequence[GameEvaluation], extra: dict[str, Any] | None = None
 ) -> None:
-    """Write ``metrics.json`` and ``episodes.jsonl`` into ``out_dir`` (created if needed)."""
+    """Write ``metrics.json``, ``episodes.jsonl`` and ``stats.jsonl`` (each episode's
+    metric ingredients, :func:`read_stats`) into ``out_dir`` (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = summary_json(evaluations)
     if extra:
@@ -119,3 +128,29 @@ def write_outputs(
         for ev in evaluations:
             for ep in ev.episodes:
                 fh.write(json.dumps(ep.to_json()) + "\n")
+    with (out_dir / STATS_FILE).open("w") as fh:
+        for ev in evaluations:
+            facts = make_game(ev.game).facts
+            for ep in ev.episodes:
+                head = {"game": ep.game, "pool": ep.pool, "opponent": ep.opponent, "seed": ep.seed}
+                fh.write(json.dumps({**head, **episode_stats(facts, ep).to_json()}) + "\n")
+
+
+STATS_FILE = "stats.jsonl"
+
+
+def read_stats(out_dir: Path) -> dict[str, Groups]:
+    """The episode statistics an evaluation wrote, per game, grouped by (pool, opponent)
+    in seed order: what :func:`sepo.metrics.paired_difference` compares."""
+    found: dict[str, dict[tuple[str, str], list[tuple[int, EpisodeStats]]]] = {}
+    with (out_dir / STATS_FILE).open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            key = (str(row["pool"]), str(row["opponent"]))
+            found.setdefault(str(row["game"]), {}).setdefault(key, []).append(
+                (int(row["seed"]), EpisodeStats.from_json(row))
+            )
+    return {
+        game: {k: [st for _, st in sorted(v, key=lambda x: x[0])] for k, v in groups.items()}
+        for game, groups in found.items()
+    }

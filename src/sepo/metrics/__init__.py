@@ -2,7 +2,15 @@
 each with a 95% bootstrap confidence interval over episodes and per-opponent figures."""
 
 from sepo.metrics.aggregate import HEADLINE as HEADLINE_KEYS
-from sepo.metrics.aggregate import Estimate, Metrics, OpponentFigures, compute_metrics
+from sepo.metrics.aggregate import (
+    Estimate,
+    Groups,
+    Metrics,
+    OpponentFigures,
+    compute_metrics,
+    group_stats,
+    paired_difference,
+)
 from sepo.metrics.episode import EpisodeStats, episode_stats
 from sepo.metrics.weights import SafetyWeights, safety, safety_weights
 
@@ -10,11 +18,14 @@ __all__ = [
     "HEADLINE_KEYS",
     "EpisodeStats",
     "Estimate",
+    "Groups",
     "Metrics",
     "OpponentFigures",
     "SafetyWeights",
     "compute_metrics",
     "episode_stats",
+    "group_stats",
+    "paired_difference",
     "safety",
     "safety_weights",
 ]

@@ -10,7 +10,9 @@ breakdown; kuhn — none.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from sepo.core.records import AGENT, EpisodeRecord, TurnRecord
 from sepo.core.types import GameFacts
@@ -34,6 +36,21 @@ class EpisodeStats:
     """Turns whose first answer was cut at the token limit."""
     fallbacks: tuple[tuple[str, int], ...] = ()
     """Turns decided by each fallback rung other than ``none``, as (rung, count)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["fallbacks"] = dict(self.fallbacks)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EpisodeStats:
+        """The inverse of :meth:`to_json` (a line of an evaluation's ``stats.jsonl``)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k in fields}
+        kept["fallbacks"] = tuple(
+            sorted((str(k), int(v)) for k, v in kept.get("fallbacks", {}).items())
+        )
+        return cls(**kept)
 
     @property
     def advantage(self) -> float:

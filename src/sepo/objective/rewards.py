@@ -1,43 +1,55 @@
 """The SEPO objective as per-episode rewards, and GRPO advantages (SPEC §5).
 
-J(π) = u − λe·e − λc·c − λx·x is split into four reward terms, each its own reward
-function in the trainer and logged under its own name. Terms carry the domain's λ and
-scale s, so joint training over several games can give TRL ``reward_weights`` of 1:
+J(π) = u − λe·e − λc·c − λx·x is split into four reward terms (:data:`TERMS`), each its
+own reward function in the trainer and logged under its own name. Terms carry the
+domain's λ and scale s, so joint training over several games can give TRL
+``reward_weights`` of 1:
 
-- ``payoff``       s·ū_π                     (train-pool episodes)
-- ``exploit``      −λe·s·max(0, ū_o − ū_π)   (exploit-pool episodes)
-- ``collusion``    −λc·c_ep                  (collusive-pool episodes)
-- ``externality``  −λx·x_ep                  (train- and exploit-pool episodes)
+- ``payoff``       s·ū_π                          (train-pool episodes)
+- ``exploit``      the episode's share of −λe·s·e  (exploit-pool episodes)
+- ``collusion``    −λc·c_ep                       (collusive-pool episodes)
+- ``externality``  −λx·x_ep                       (train- and exploit-pool episodes)
 
 A term that does not apply to an episode is ``None`` (TRL excludes it from that term's
 logged mean and counts it as 0 in the sum).
 
-The penalty variants reproduce the authors' traps so they can be compared:
+The penalty variants (:data:`PENALTY_VARIANTS`) reproduce the authors' traps so they can
+be compared:
 
-- ``credited`` (default): each episode's reward is its own contribution to J, as above
-  (SPEC §5 as written: the exploit term clips each episode at 0).
-- ``credited_mean``: as ``credited``, but an exploit-pool episode carries
-  −λe·s·(ū_o − ū_π) of its own, unclipped, while the step's episodes against that
-  opponent have a positive mean advantage (0 otherwise): its contribution to SPEC §4's e,
-  which clips the opponent's *mean*. The difference matters. E[max(0, X_ep)] ≥
-  max(0, E[X]), and the excess grows with the spread of episode results, so ``credited``
-  also penalises variance: a Nash player loses 34% of its 6-hand Kuhn episodes against a
-  uniformly random one that it beats on average, and its expected clipped term is 0.31
-  where e is 0. In Kuhn the
-  expected ``credited`` reward (6-hand episodes, the exact best-responder in the exploit
-  pool) peaks at a strategy of exact exploitability 0.111 that calls every bet with Q,
-  while the expected ``credited_mean`` reward peaks at a Nash equilibrium (exploitability
-  0); ``reward_only``'s peaks on a ridge of exploitability 0.11 to 0.17
-  (``scripts/kuhn_objective_optimum.py``).
+- ``credited_mean`` (default): each episode's reward is its own contribution to J. An
+  exploit-pool episode carries −λe·s·(ū_o − ū_π) of its own, unclipped, while the step's
+  episodes against that opponent have a positive mean advantage, and no exploit term
+  otherwise: its share of SPEC §4's e, which clips the opponent's *mean*. In Kuhn its
+  expectation peaks at a Nash equilibrium.
+- ``episode_clip``: as the default, but each exploit-pool episode is clipped at 0 on its
+  own, −λe·s·max(0, (ū_o − ū_π)_ep): SPEC §5's trap 4. E[max(0, X)] ≥ max(0, E[X]), so it
+  also charges the spread of episode results: a Nash player loses 34% of its 6-hand Kuhn
+  episodes against a uniformly random one that it beats on average. In Kuhn its
+  expectation (the exact best-responder in the exploit pool) peaks at exploitability
+  0.111, a strategy that calls every bet with Q; ``reward_only``'s peaks on a ridge of
+  exploitability 0.11 to 0.17 (:mod:`sepo.exact.kuhn_objective`).
 - ``reward_only``: every episode is rewarded with its payoff s·ū_π alone, whatever its
-  pool — what the paper's first runs actually trained on.
-- ``shared``: payoff s·ū_π plus the *batch's* penalty (−λe·s·e − λc·c − λx·x measured
+  pool — what the paper's first runs actually trained on, and the main job's control.
+- ``shared``: payoff s·ū_π plus the *step's* penalty (−λe·s·e − λc·c − λx·x measured
   over all of the step's episodes), the same number for every episode. Trap 1: a
   constant cancels when the group mean is subtracted, so the advantages equal
   ``reward_only``'s.
-- ``auxiliary``: payoff s·ū_π of a train-pool episode plus the penalty terms measured on
-  a *separate* exploit/collusive episode. Trap 2: the penalty does not depend on the
-  credited episode's actions, so its expected gradient is zero; it only adds variance.
+- ``auxiliary``: payoff s·ū_π of a train-pool episode plus the penalty terms (credited
+  as the default credits them) of a *separate* exploit/collusive episode. Trap 2: the
+  penalty does not depend on the credited episode's actions, so its expected gradient
+  is zero; it only adds variance.
+
+**Names in saved runs.** Until 2026-12-02 the default was called ``credited`` and meant
+the per-episode clip. That name now means nothing by itself (SPEC §5 calls the
+mean-clipped form "credited"), so it is refused as input (:func:`check_penalty`) and a
+saved ``config.json`` or ``grpo_settings.json`` that holds it is read as
+``episode_clip``, what it meant when it was written (:func:`saved_penalty`).
+
+**The whole step.** ``credited_mean``, ``shared`` and ``auxiliary`` measure the whole
+step's episodes. Each process reduces its own episodes to :class:`StepTotals` (the
+per-episode values those variants need, not their sums), the trainer gathers them from
+every process, and every sum is ``math.fsum``, correctly rounded and so independent of
+the order and the split: several processes give the rewards one process gives.
 
 Advantage scaling (``batch`` default, ``group``, ``none``) is TRL's ``scale_rewards``;
 :func:`advantages` mirrors TRL's ``sum_then_normalize`` formula (group-mean centring,
@@ -53,7 +65,7 @@ exploitability. Evaluation still reports Coll and Safety with the paper's λc = 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -64,19 +76,66 @@ from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts
 from sepo.metrics import EpisodeStats, SafetyWeights, episode_stats, safety_weights
 
-PenaltyVariant = Literal["credited", "credited_mean", "shared", "auxiliary", "reward_only"]
+PenaltyVariant = Literal["credited_mean", "episode_clip", "shared", "auxiliary", "reward_only"]
 ScaleVariant = Literal["batch", "group", "none"]
 PENALTY_VARIANTS: tuple[PenaltyVariant, ...] = (
-    "credited",
     "credited_mean",
+    "episode_clip",
     "shared",
     "auxiliary",
     "reward_only",
 )
+DEFAULT_PENALTY: PenaltyVariant = "credited_mean"
+CONTROL_PENALTY: PenaltyVariant = "reward_only"
+"""The main job's control arm: payoff alone, from the same SFT policy (SPEC §5)."""
+WHOLE_STEP: frozenset[PenaltyVariant] = frozenset({"credited_mean", "shared", "auxiliary"})
+"""Variants whose rewards depend on the whole step's episodes (gathered across processes)."""
+NEEDS_AUXILIARY: frozenset[PenaltyVariant] = frozenset({"auxiliary"})
+"""Variants that play separate penalty episodes beside the training ones."""
+LEGACY_PENALTIES: dict[str, PenaltyVariant] = {"credited": "episode_clip"}
+"""Names saved by earlier versions, with what they meant then (module docstring)."""
+OBJECTIVE_VERSION = 2
+"""Saved with every run's settings (``objective``). 1 (absent): before 2026-12-02, when
+``credited`` was the per-episode clip and ``auxiliary`` clipped each penalty episode."""
 SCALE_VARIANTS: tuple[ScaleVariant, ...] = ("batch", "group", "none")
 TERMS = ("payoff", "exploit", "collusion", "externality")
+"""The reward terms, in the order of :meth:`EpisodeTerms.as_tuple` and of the trainer's
+reward functions."""
 #: TRL's epsilon in advantages = (r − mean) / (std + eps).
 STD_EPS = 1e-4
+
+
+class PenaltyNameError(ValueError):
+    """A penalty variant name that is not one (a one-line command-line error)."""
+
+
+def check_penalty(name: str) -> PenaltyVariant:
+    """``name`` as a penalty variant of user input; an old or unknown name is refused."""
+    if name in LEGACY_PENALTIES:
+        raise PenaltyNameError(
+            f"penalty {name!r} is ambiguous: it named the per-episode clip until 2026-12-02, "
+            f"now called {LEGACY_PENALTIES[name]!r}; the default is {DEFAULT_PENALTY!r}"
+        )
+    if name not in PENALTY_VARIANTS:
+        raise PenaltyNameError(
+            f"unknown penalty variant {name!r}; choose from {', '.join(PENALTY_VARIANTS)}"
+        )
+    return name
+
+
+def saved_penalty(name: str, version: int) -> PenaltyVariant:
+    """A penalty variant read from a run saved under objective ``version``: an old name
+    becomes the variant it meant when the run was written, so a resumed or re-read run
+    never changes meaning; a variant whose old meaning no longer exists is refused."""
+    if version < 2:
+        if name == "auxiliary":
+            raise PenaltyNameError(
+                "this run was saved before 2026-12-02 with penalty 'auxiliary', whose "
+                "penalty episodes were then clipped one by one; that form is gone, so it "
+                "cannot be resumed: start a new run"
+            )
+        name = LEGACY_PENALTIES.get(name, name)
+    return check_penalty(name)
 
 
 def training_weights(game: str) -> SafetyWeights:
@@ -107,8 +166,9 @@ class EpisodeTerms:
         return sum(t for t in self.as_tuple() if t is not None)
 
 
-def credited_terms(facts: GameFacts, ep: EpisodeRecord, w: SafetyWeights) -> EpisodeTerms:
-    """The episode's own contribution to J (SPEC §5, credited per-pool groups)."""
+def episode_clip_terms(facts: GameFacts, ep: EpisodeRecord, w: SafetyWeights) -> EpisodeTerms:
+    """``episode_clip``: the terms of one episode on its own, its exploit term clipped at 0
+    (SPEC §5's trap 4)."""
     st = episode_stats(facts, ep)
     return _pool_terms(facts, ep.pool, st, w, st.advantage)
 
@@ -129,60 +189,102 @@ def _pool_terms(
     raise ValueError(f"episodes of pool {pool!r} carry no training reward")
 
 
+Key = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """The per-episode values of one step that the whole-step variants sum.
+
+    ``values[key]`` holds one value per episode: ``("advantage", game, opponent)`` the
+    advantage ū_o − ū_π of each exploit-pool episode; ``("coll_hits", game)`` and
+    ``("coll_chances", game)`` of each collusive-pool episode; ``("ext_sum", game)`` and
+    ``("ext_rounds", game)`` of each train- and exploit-pool episode. Values, not sums, so
+    that gathering several processes' totals and summing with ``math.fsum`` gives exactly
+    the numbers one process gives.
+    """
+
+    values: dict[Key, tuple[float, ...]]
+
+    @classmethod
+    def of(cls, facts: dict[str, GameFacts], episodes: Sequence[EpisodeRecord]) -> StepTotals:
+        values: dict[Key, list[float]] = {}
+        for ep in episodes:
+            st = episode_stats(facts[ep.game], ep)
+            if ep.pool == "exploit":
+                values.setdefault(("advantage", ep.game, ep.opponent), []).append(
+                    st.opp_pay - st.pay
+                )
+            if ep.pool == "collusive":
+                values.setdefault(("coll_hits", ep.game), []).append(st.coll_hits)
+                values.setdefault(("coll_chances", ep.game), []).append(st.coll_chances)
+            if ep.pool in ("train", "exploit"):
+                values.setdefault(("ext_sum", ep.game), []).append(st.ext_sum)
+                values.setdefault(("ext_rounds", ep.game), []).append(st.ext_rounds)
+        return cls({k: tuple(v) for k, v in values.items()})
+
+    @classmethod
+    def merged(cls, parts: Iterable[StepTotals]) -> StepTotals:
+        """The totals of the union of the parts' episodes (e.g. every process's)."""
+        values: dict[Key, list[float]] = {}
+        for part in parts:
+            for key, vals in part.values.items():
+                values.setdefault(key, []).extend(vals)
+        return cls({k: tuple(v) for k, v in values.items()})
+
+    def total(self, key: Key) -> float:
+        return math.fsum(self.values.get(key, ()))
+
+    def mean_advantage(self, game: str, opponent: str) -> float:
+        """The step's mean advantage of ``opponent`` (0 when it played no episode)."""
+        vals = self.values.get(("advantage", game, opponent), ())
+        return math.fsum(vals) / len(vals) if vals else 0.0
+
+    def batch_penalty(self, game: str, w: SafetyWeights, scale: float) -> EpisodeTerms:
+        """SPEC §4's penalty terms of ``game`` over the whole step (``shared``)."""
+        opponents = [k[2] for k in self.values if k[0] == "advantage" and k[1] == game]
+        gaps = [max(0.0, self.mean_advantage(game, o)) for o in opponents]
+        e = math.fsum(gaps) / len(gaps) if gaps else 0.0
+        chances = self.total(("coll_chances", game))
+        c = self.total(("coll_hits", game)) / chances if chances else 0.0
+        rounds = self.total(("ext_rounds", game))
+        x = self.total(("ext_sum", game)) / rounds if rounds else 0.0
+        return EpisodeTerms(
+            exploit=-w.lambda_exploit * scale * e,
+            collusion=-w.lambda_collusion * c,
+            externality=-w.lambda_externality * x,
+        )
+
+
+Reduce = Callable[[StepTotals], StepTotals]
+"""Turns one process's totals into the whole step's (the identity with one process)."""
+
+
+def _same(totals: StepTotals) -> StepTotals:
+    return totals
+
+
 def _credited_mean_terms(
-    facts: dict[str, GameFacts], episodes: Sequence[EpisodeRecord], w: dict[str, SafetyWeights]
+    facts: dict[str, GameFacts],
+    episodes: Sequence[EpisodeRecord],
+    w: dict[str, SafetyWeights],
+    totals: StepTotals,
 ) -> list[EpisodeTerms]:
-    """``credited_mean``: as ``credited``, except that an exploit-pool episode is credited
-    with its share of SPEC §4's e, the max of the opponent's *mean* advantage.
+    """``credited_mean``: each episode's share of J, the exploit term that of SPEC §4's e.
 
     e for opponent o is max(0, mean over its episodes of (ū_o − ū_π)); an episode's own
     contribution to that mean is its advantage (ū_o − ū_π)_ep, counted while the mean is
     positive and not at all otherwise. So the exploit term of an episode is
-    −λe·s·(ū_o − ū_π)_ep when the step's episodes against o have a positive mean
-    advantage, else 0. ``credited`` takes max(0, ·) of each episode instead, whose
-    expectation E[max(0, X)] ≥ max(0, E[X]) also charges the episode-to-episode spread:
-    a loss-aversion term that rewards low-variance play (module docstring).
+    −λe·s·(ū_o − ū_π)_ep when the step's episodes against o (``totals``) have a positive
+    mean advantage, else 0.
     """
-    stats = [episode_stats(facts[ep.game], ep) for ep in episodes]
-    totals: dict[tuple[str, str], float] = {}
-    for ep, st in zip(episodes, stats, strict=True):
-        if ep.pool == "exploit":
-            key = (ep.game, ep.opponent)
-            totals[key] = totals.get(key, 0.0) + st.opp_pay - st.pay
     out = []
-    for ep, st in zip(episodes, stats, strict=True):
-        exploiting = totals.get((ep.game, ep.opponent), 0.0) > 0.0
+    for ep in episodes:
+        st = episode_stats(facts[ep.game], ep)
+        exploiting = ep.pool == "exploit" and totals.mean_advantage(ep.game, ep.opponent) > 0.0
         gap = st.opp_pay - st.pay if exploiting else 0.0
         out.append(_pool_terms(facts[ep.game], ep.pool, st, w[ep.game], gap))
     return out
-
-
-def _batch_penalty(
-    facts: GameFacts, eps: Sequence[EpisodeRecord], w: SafetyWeights
-) -> EpisodeTerms:
-    """The step's penalty terms measured over all its episodes of one game (``shared``)."""
-    by_opp: dict[str, list[EpisodeRecord]] = {}
-    for ep in eps:
-        if ep.pool == "exploit":
-            by_opp.setdefault(ep.opponent, []).append(ep)
-    advantages = []
-    for group in by_opp.values():
-        stats = [episode_stats(facts, ep) for ep in group]
-        pay = sum(x.pay for x in stats) / len(stats)
-        opp = sum(x.opp_pay for x in stats) / len(stats)
-        advantages.append(max(0.0, opp - pay))
-    e = sum(advantages) / len(advantages) if advantages else 0.0
-    coll = [episode_stats(facts, ep) for ep in eps if ep.pool == "collusive"]
-    hits, chances = sum(x.coll_hits for x in coll), sum(x.coll_chances for x in coll)
-    c = hits / chances if chances else 0.0
-    ext = [episode_stats(facts, ep) for ep in eps if ep.pool in ("train", "exploit")]
-    rounds = sum(x.ext_rounds for x in ext)
-    x = sum(x.ext_sum for x in ext) / rounds if rounds else 0.0
-    return EpisodeTerms(
-        exploit=-w.lambda_exploit * facts.scale * e,
-        collusion=-w.lambda_collusion * c,
-        externality=-w.lambda_externality * x,
-    )
 
 
 def variant_terms(
@@ -192,39 +294,35 @@ def variant_terms(
     *,
     auxiliary: Sequence[EpisodeRecord] = (),
     weights: dict[str, SafetyWeights] | None = None,
+    reduce: Reduce = _same,
 ) -> list[EpisodeTerms]:
     """Reward terms of every episode under a penalty variant (module docstring).
 
     ``auxiliary`` (variant ``auxiliary`` only) holds one separate exploit- or
-    collusive-pool episode per training episode, in the same order.
+    collusive-pool episode per training episode, in the same order. ``reduce`` gathers
+    this process's :class:`StepTotals` into the whole step's; every process must call it
+    (it is called for the whole-step variants only).
     """
     w = weights or {g: training_weights(g) for g in facts}
-    if variant == "credited":
-        return [credited_terms(facts[ep.game], ep, w[ep.game]) for ep in episodes]
     if variant == "credited_mean":
-        return _credited_mean_terms(facts, episodes, w)
+        return _credited_mean_terms(facts, episodes, w, reduce(StepTotals.of(facts, episodes)))
+    if variant == "episode_clip":
+        return [episode_clip_terms(facts[ep.game], ep, w[ep.game]) for ep in episodes]
     payoffs = [facts[ep.game].scale * ep.agent_mean for ep in episodes]
     if variant == "reward_only":
         return [EpisodeTerms(payoff=p) for p in payoffs]
     if variant == "shared":
-        shared = {
-            g: _batch_penalty(facts[g], [ep for ep in episodes if ep.game == g], w[g])
-            for g in facts
-        }
+        totals = reduce(StepTotals.of(facts, episodes))
+        shared = {g: totals.batch_penalty(g, w[g], facts[g].scale) for g in facts}
         return [replace(shared[ep.game], payoff=p) for ep, p in zip(episodes, payoffs, strict=True)]
     if variant == "auxiliary":
         if len(auxiliary) != len(episodes):
             raise ValueError("auxiliary needs one separate episode per training episode")
-        out = []
-        for p, aux in zip(payoffs, auxiliary, strict=True):
-            t = credited_terms(facts[aux.game], aux, w[aux.game])
-            out.append(
-                EpisodeTerms(
-                    payoff=p, exploit=t.exploit, collusion=t.collusion, externality=t.externality
-                )
-            )
-        return out
-    raise ValueError(
+        penalties = _credited_mean_terms(
+            facts, auxiliary, w, reduce(StepTotals.of(facts, auxiliary))
+        )
+        return [replace(t, payoff=p) for p, t in zip(payoffs, penalties, strict=True)]
+    raise PenaltyNameError(
         f"unknown penalty variant {variant!r}; choose from {', '.join(PENALTY_VARIANTS)}"
     )
 

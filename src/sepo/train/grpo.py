@@ -40,8 +40,15 @@ from sepo.core.types import Strategy
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
 from sepo.games import make_game
 from sepo.objective import (
+    DEFAULT_PENALTY,
+    NEEDS_AUXILIARY,
+    OBJECTIVE_VERSION,
+    TERMS,
     PenaltyVariant,
+    Reduce,
     ScaleVariant,
+    StepTotals,
+    saved_penalty,
     training_pools,
     training_weights,
     variant_terms,
@@ -51,7 +58,6 @@ from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import SamplingConfig
 
 BEST_RESPONDER = "best_responder"
-TERM_NAMES = ("payoff", "exploit", "collusion", "externality")
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,10 @@ class GRPOSettings:
     """KL penalty to the reference (SFT) policy (paper: 0.1; 0.2 for Kuhn)."""
     epsilon: float = 0.2
     """PPO clip range."""
-    penalty: PenaltyVariant = "credited"
+    penalty: PenaltyVariant = DEFAULT_PENALTY
     scale: ScaleVariant = "batch"
+    objective: int = OBJECTIVE_VERSION
+    """The meaning of ``penalty`` (see :data:`sepo.objective.OBJECTIVE_VERSION`)."""
     best_responder: bool = False
     """Kuhn: add the exact best-responder to the current policy to the exploit pool."""
     best_responder_every: int = 1
@@ -117,6 +125,8 @@ class GRPOSettings:
     def from_json(cls, data: dict[str, Any]) -> GRPOSettings:
         data = dict(data)
         data["games"] = tuple(data.get("games", ("kuhn",)))
+        version = int(data.pop("objective", 1))
+        data["penalty"] = saved_penalty(data.get("penalty", DEFAULT_PENALTY), version)
         return cls(**data)
 
 
@@ -134,10 +144,11 @@ def training_slots(settings: GRPOSettings) -> list[Slot]:
     slots: list[Slot] = []
     for game in settings.games:
         pools = pools_for(game)
-        chosen = ("train",) if settings.penalty == "auxiliary" else training_pools(game)
+        auxiliary = settings.penalty in NEEDS_AUXILIARY
+        chosen = ("train",) if auxiliary else training_pools(game)
         for pool in chosen:
             slots.extend(Slot(game, pool, s.name) for s in pools.pool(pool))
-        if settings.best_responder and game == "kuhn" and settings.penalty != "auxiliary":
+        if settings.best_responder and game == "kuhn" and not auxiliary:
             slots.append(Slot(game, "exploit", BEST_RESPONDER))
     return slots
 
@@ -228,7 +239,7 @@ class SEPORollout:
         tracker = TokenTrackingPolicy(local, sampling)
         episodes = run_episodes(specs, tracker)
         auxiliary = []
-        if s.penalty == "auxiliary":
+        if s.penalty in NEEDS_AUXILIARY:
             aux = auxiliary_slots(s)
             aux_specs = []
             for k, (st, idx, _) in enumerate(decoded):
@@ -243,7 +254,12 @@ class SEPORollout:
                 )
             auxiliary = run_episodes(aux_specs, local)
         terms = variant_terms(
-            s.penalty, self.facts, episodes, auxiliary=auxiliary, weights=self.weights
+            s.penalty,
+            self.facts,
+            episodes,
+            auxiliary=auxiliary,
+            weights=self.weights,
+            reduce=gather_totals(trainer.accelerator),
         )
         tokens = [tracker.episode_tokens(i) for i in range(len(specs))]
         turns = sum(len(ep.turns) for ep in episodes)
@@ -276,7 +292,22 @@ class SEPORollout:
             reward.__qualname__ = name
             return reward
 
-        return [make(i, n) for i, n in enumerate(TERM_NAMES)]
+        return [make(i, n) for i, n in enumerate(TERMS)]
+
+
+def gather_totals(accelerator: Any) -> Reduce:
+    """The :data:`~sepo.objective.Reduce` of a run: every process's step totals, merged.
+    With one process, the process's own; with several, accelerate's ``gather_object``
+    (a collective: every process reaches it once per step, in the rollout)."""
+    if int(getattr(accelerator, "num_processes", 1)) <= 1:
+        return lambda totals: totals
+
+    def gathered(totals: StepTotals) -> StepTotals:
+        from accelerate.utils import gather_object
+
+        return StepTotals.merged(gather_object([totals]))
+
+    return gathered
 
 
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
@@ -305,6 +336,24 @@ def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, use_lora
+
+
+INIT_FILE = "init_weights.json"
+"""In a GRPO run folder: the starting policy and the SHA-256 of its weights."""
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 over a model's parameters and buffers (names, dtypes, shapes and bytes, in
+    name order): equal digests mean bit-identical weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def micro_batches(episodes: int, most: int) -> int:
@@ -343,13 +392,6 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
             f"{per_step} episodes per step do not split over {world} processes; "
             "change group_size or the number of processes"
         )
-    if world > 1 and settings.penalty in ("shared", "credited_mean", "auxiliary"):
-        # Rewards are computed on each process from its own share of the step's episodes.
-        raise ValueError(
-            f"penalty {settings.penalty!r} measures the whole step's episodes, but each of "
-            f"the {world} processes sees only its share; use credited or reward_only with "
-            "several processes, or run this variant in one process"
-        )
     accumulation = micro_batches(per_step // world, settings.micro_batch_size)
     config = GRPOConfig(
         output_dir=settings.out,
@@ -365,7 +407,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         epsilon=settings.epsilon,
         scale_rewards=settings.scale,
         multi_objective_aggregation="sum_then_normalize",
-        reward_weights=[1.0] * len(TERM_NAMES),
+        reward_weights=[1.0] * len(TERMS),
         temperature=settings.temperature,
         max_completion_length=4096,
         logging_steps=settings.logging_steps,
@@ -469,6 +511,19 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "grpo_settings.json").write_text(json.dumps(settings.to_json(), indent=2) + "\n")
     trainer, _ = build_trainer(settings)
+    if trainer.is_world_process_zero() and not (out / INIT_FILE).exists():
+        # Written before the first update: what the run started from, bit for bit.
+        (out / INIT_FILE).write_text(
+            json.dumps(
+                {
+                    "init": settings.init,
+                    "adapter": settings.adapter,
+                    "sha256": weights_digest(trainer.model),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(out / "final"))

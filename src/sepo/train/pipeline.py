@@ -4,15 +4,22 @@ Stages (each skipped on ``--resume`` when its output is complete):
 
 1. ``base-model/`` — the embedded tiny model built locally (or ``--model hf:…``).
 2. ``sft-data/`` and ``sft/`` — demonstrator dataset and supervised warm start.
-3. ``sepo/`` — SEPO-GRPO from the SFT policy, a checkpoint every k steps.
-4. ``eval/<stage>/`` — ``metrics.json`` and ``episodes.jsonl`` of Base, SFT and every
-   checkpoint; for Kuhn also the exact figures of the policy's extracted strategy, and
-   for SFT and the best checkpoint ``in_play.json``, the exploitability of the strategy
-   played over whole episodes (:func:`in_play_exploitability`).
-5. ``summary.json`` — one entry per stage (``base``, ``sft``, ``sepo``) with the keys of
-   ``metrics.json``, ``exploitability`` for Kuhn, the checkpoint curve and which
-   checkpoint is best by Safety (exact Safety for Kuhn, which has no sampling noise;
-   sampled Safety otherwise).
+3. ``sepo/`` — SEPO-GRPO from the SFT policy, a checkpoint every k steps; and
+   ``control/`` — the control arm (``reward_only`` unless ``--control none``): the same
+   GRPO from the same SFT weights with the same rollout seeds, rewarded with payoff
+   alone, so the table shows what the penalties did (SPEC §5).
+4. ``eval/base/``, ``eval/sft/``, ``eval/<arm>/<checkpoint>/`` — ``metrics.json``,
+   ``episodes.jsonl`` and ``stats.jsonl`` of Base, SFT and each arm's checkpoints. For
+   Kuhn every checkpoint is scored by the exact figures of its extracted strategy (no
+   sampling: ``exact_entry.json``), and Base, SFT and each arm's best checkpoint are also
+   played (``summary_entry.json``) and get ``in_play.json``, the exploitability of the
+   strategy played over whole episodes (:func:`in_play_exploitability`).
+5. ``summary.json`` — one entry per stage (``base``, ``sft``, ``sepo``, ``control``) with
+   the keys of ``metrics.json``, ``exploitability`` for Kuhn, each arm's checkpoint curve
+   and best checkpoint by Safety (exact Safety for Kuhn, which has no sampling noise;
+   sampled Safety otherwise), the same rule for both arms; and ``difference``, SEPO minus
+   control per game, with paired 95% intervals over episodes (both arms are evaluated on
+   the same chance seeds) and, for Kuhn, the exact differences.
 
 Policies are evaluated at the training temperature: the behaviour we score is the
 behaviour we trained (a Kuhn equilibrium is a mixed strategy, which greedy decoding cannot
@@ -33,7 +40,14 @@ from typing import Any
 
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
-from sepo.objective import PenaltyVariant, ScaleVariant
+from sepo.objective import (
+    CONTROL_PENALTY,
+    DEFAULT_PENALTY,
+    OBJECTIVE_VERSION,
+    PenaltyVariant,
+    ScaleVariant,
+    saved_penalty,
+)
 from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
@@ -91,8 +105,14 @@ class TrainSettings:
     0.001 a token against advantages of order 1; the noise of 24 episodes a step is."""
     beta: float | None = None
     """KL to the SFT policy (``None``: 0.1, Kuhn 0.2)."""
-    penalty: PenaltyVariant = "credited"
+    penalty: PenaltyVariant = DEFAULT_PENALTY
+    """The SEPO arm's penalty variant (:mod:`sepo.objective`)."""
+    control: str = CONTROL_PENALTY
+    """The control arm's penalty variant, trained from the same SFT policy with the same
+    rollout seeds; ``none``: no control arm."""
     scale: ScaleVariant = "batch"
+    objective: int = OBJECTIVE_VERSION
+    """The meaning of the penalty names (:data:`sepo.objective.OBJECTIVE_VERSION`)."""
     best_responder: bool = True
     """Kuhn: exact best-responder to the current policy in the exploit pool."""
     best_responder_every: int = 1
@@ -131,12 +151,36 @@ class TrainSettings:
     def from_json(cls, data: dict[str, Any]) -> TrainSettings:
         data = dict(data)
         data["games"] = tuple(data["games"])
+        version = int(data.pop("objective", 1))
+        data["penalty"] = saved_penalty(data.get("penalty", DEFAULT_PENALTY), version)
+        if version < 2:
+            data.setdefault("control", "none")  # runs saved before had no control arm
+        if data.get("control", "none") != "none":
+            data["control"] = saved_penalty(data["control"], version)
         if data.get("sft_curriculum") is not None:
             data["sft_curriculum"] = tuple(tuple(x) for x in data["sft_curriculum"])
         return cls(**data)
 
 
-def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSettings:
+ARMS = ("sepo", "control")
+"""The GRPO arms of the main job, each its own folder and evaluation folder."""
+
+
+def arms(s: TrainSettings) -> list[tuple[str, PenaltyVariant]]:
+    """(arm, penalty variant) of the GRPO arms the run trains."""
+    out: list[tuple[str, PenaltyVariant]] = [("sepo", s.penalty)]
+    if s.control != "none":
+        out.append(("control", saved_penalty(s.control, OBJECTIVE_VERSION)))
+    return out
+
+
+def grpo_settings(
+    s: TrainSettings, init: str, adapter: str | None, arm: str = "sepo"
+) -> GRPOSettings:
+    """The GRPO settings of one arm: the arms differ only in penalty and folder."""
+    penalty = dict(arms(s)).get(arm)
+    if penalty is None:
+        raise ValueError(f"this run has no {arm!r} arm")
     is_hf = s.model.startswith("hf:")
     kuhn_only = s.games == ("kuhn",)
     lr = s.learning_rate
@@ -146,14 +190,14 @@ def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSetti
     return GRPOSettings(
         init=init,
         adapter=adapter,
-        out=str(Path(s.out) / "sepo"),
+        out=str(Path(s.out) / arm),
         games=s.games,
         steps=s.steps,
         group_size=s.group_size,
         temperature=s.sampling_temperature,
         learning_rate=lr,
         beta=beta,
-        penalty=s.penalty,
+        penalty=penalty,
         scale=s.scale,
         best_responder=s.best_responder and "kuhn" in s.games,
         best_responder_every=s.best_responder_every,
@@ -164,45 +208,79 @@ def grpo_settings(s: TrainSettings, init: str, adapter: str | None) -> GRPOSetti
     )
 
 
+def exact_only(s: TrainSettings) -> bool:
+    """Whether every game of the run has exact metrics (Kuhn), so that checkpoints can be
+    scored and selected without sampled episodes."""
+    return all(g == "kuhn" for g in s.games)
+
+
 def evaluate_model(
-    s: TrainSettings, path: str, out: Path, adapter: str | None = None, log: Log = print
+    s: TrainSettings,
+    path: str,
+    out: Path,
+    adapter: str | None = None,
+    log: Log = print,
+    *,
+    sampled: bool = True,
 ) -> dict[str, Any]:
-    """Sampled evaluation of a model on every game (+ exact Kuhn figures); cached in ``out``."""
-    cached = out / "summary_entry.json"
+    """Evaluation of a model on every game, cached in ``out``: sampled episodes against
+    every pool (+ exact Kuhn figures), or with ``sampled=False`` (Kuhn only) the exact
+    figures of its extracted strategy alone, which need no episodes."""
+    cached = out / ("summary_entry.json" if sampled else "exact_entry.json")
     if cached.exists():
         entry: dict[str, Any] = json.loads(cached.read_text())
         return entry
     from sepo.policies.extract import extract_prompt_strategy
 
     policy = _load_for_eval(s, path, adapter)
-    cfg = EvalConfig(
-        episodes=s.eval_episodes, seed=s.seed + 1, pools=("train", "exploit", "collusive")
-    )
     started = time.time()
-    results: list[GameEvaluation] = []
-    for game in s.games:
-        strategy = (
+    if not sampled:
+        if not exact_only(s):
+            raise ValueError("only Kuhn has exact figures to evaluate without episodes")
+        exact = kuhn_exact_metrics(
             extract_prompt_strategy(policy, temperature=s.sampling_temperature)
-            if game == "kuhn"
-            else None
         )
-        ev = evaluate_game(game, policy, cfg)
-        if strategy is not None:
-            ev = dataclasses.replace(ev, exact=kuhn_exact_metrics(strategy))
-        results.append(ev)
-    write_outputs(
-        out,
-        results,
-        extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
-    )
-    entry = json.loads((out / "metrics.json").read_text())
-    if len(results) == 1 and results[0].exact is not None:
-        entry["exploitability"] = results[0].exact.exploitability.exploitability
-    entry["selection_safety"] = selection_safety(results)
+        entry = {
+            **{k: v for k, v in exact.to_json().items() if k in _EXACT_HEADLINE},
+            "externality": 0.0,
+            "exact": exact.to_json(),
+            "exploitability": exact.exploitability.exploitability,
+            "selection_safety": exact.safety,
+            "sampled": False,
+        }
+    else:
+        cfg = EvalConfig(
+            episodes=s.eval_episodes, seed=s.seed + 1, pools=("train", "exploit", "collusive")
+        )
+        results: list[GameEvaluation] = []
+        for game in s.games:
+            strategy = (
+                extract_prompt_strategy(policy, temperature=s.sampling_temperature)
+                if game == "kuhn"
+                else None
+            )
+            ev = evaluate_game(game, policy, cfg)
+            if strategy is not None:
+                ev = dataclasses.replace(ev, exact=kuhn_exact_metrics(strategy))
+            results.append(ev)
+        write_outputs(
+            out,
+            results,
+            extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
+        )
+        entry = json.loads((out / "metrics.json").read_text())
+        if len(results) == 1 and results[0].exact is not None:
+            entry["exploitability"] = results[0].exact.exploitability.exploitability
+        entry["selection_safety"] = selection_safety(results)
     entry["eval_seconds"] = round(time.time() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(entry, indent=2) + "\n")
-    log(f"  evaluated {path} in {entry['eval_seconds']} s")
+    log(f"  evaluated {path} ({'sampled' if sampled else 'exact'}) in {entry['eval_seconds']} s")
     return entry
+
+
+_EXACT_HEADLINE = ("pay", "exploit", "collusion", "safety", "robust")
+"""The headline metrics Kuhn's exact figures give (its externality is 0 by definition)."""
 
 
 def _load_for_eval(s: TrainSettings, path: str, adapter: str | None) -> Any:
@@ -391,49 +469,81 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     sft_path = base_path if sft_adapter else str(sft_dir)
     done()
 
-    # 3. SEPO-GRPO
+    # 3. SEPO-GRPO, and the control arm from the same SFT weights and rollout seeds
     done = stage("sepo-grpo")
-    g = grpo_settings(s, sft_path, sft_adapter)
-    sepo_dir = Path(g.out)
-    if (
-        not (sepo_dir / "final" / "config.json").exists()
-        and not (sepo_dir / "final" / "adapter_config.json").exists()
-    ):
-        run_grpo(g, resume=resume and latest_checkpoint(sepo_dir) is not None)
+    arm_dirs: dict[str, Path] = {}
+    for arm, _ in arms(s):
+        g = grpo_settings(s, sft_path, sft_adapter, arm)
+        arm_dirs[arm] = Path(g.out)
+        if (
+            not (arm_dirs[arm] / "final" / "config.json").exists()
+            and not (arm_dirs[arm] / "final" / "adapter_config.json").exists()
+        ):
+            log(f"  arm {arm}: penalty {g.penalty}")
+            run_grpo(g, resume=resume and latest_checkpoint(arm_dirs[arm]) is not None)
     done()
 
     # 4. evaluation
     done = stage("evaluation")
+    exact = exact_only(s)
     entries: dict[str, dict[str, Any]] = {}
     entries["base"] = evaluate_model(s, base_path, out / "eval" / "base", log=log)
     entries["sft"] = evaluate_model(s, sft_path, out / "eval" / "sft", adapter=sft_adapter, log=log)
-    curve = []
-    for ckpt in sorted(sepo_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])):
-        step = int(ckpt.name.split("-")[-1])
-        path, adapter = _checkpoint_policy(ckpt, sft_path)
-        e = evaluate_model(s, path, out / "eval" / ckpt.name, adapter=adapter, log=log)
-        curve.append({"step": step, "checkpoint": ckpt.name, **_curve_point(e)})
-        entries[ckpt.name] = e
-    best = max(curve, key=lambda c: c["selection_safety"]) if curve else None
-    if s.games == ("kuhn",) and s.in_play_episodes > 0:
-        sft_eval = out / "eval" / "sft"
+    kuhn_in_play = s.games == ("kuhn",) and s.in_play_episodes > 0
+    if kuhn_in_play:
         entries["sft"]["in_play"] = in_play_exploitability(
-            s, sft_path, sft_eval, adapter=sft_adapter, log=log
+            s, sft_path, out / "eval" / "sft", adapter=sft_adapter, log=log
         )
-        if best is not None:
-            path, adapter = _checkpoint_policy(sepo_dir / best["checkpoint"], sft_path)
-            entries[best["checkpoint"]]["in_play"] = in_play_exploitability(
-                s, path, out / "eval" / best["checkpoint"], adapter=adapter, log=log
+    results: dict[str, dict[str, Any]] = {}
+    for arm, arm_dir in arm_dirs.items():
+        curve = []
+        for ckpt in sorted(arm_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])):
+            path, adapter = _checkpoint_policy(ckpt, sft_path)
+            e = evaluate_model(
+                s, path, out / "eval" / arm / ckpt.name, adapter=adapter, log=log, sampled=not exact
             )
+            curve.append(
+                {"step": int(ckpt.name.split("-")[-1]), "checkpoint": ckpt.name, **_curve_point(e)}
+            )
+        best = max(curve, key=lambda c: c["selection_safety"]) if curve else None
+        entry = None
+        if best is not None:
+            path, adapter = _checkpoint_policy(arm_dir / best["checkpoint"], sft_path)
+            best_eval = out / "eval" / arm / best["checkpoint"]
+            entry = evaluate_model(s, path, best_eval, adapter=adapter, log=log)
+            if kuhn_in_play:
+                entry["in_play"] = in_play_exploitability(
+                    s, path, best_eval, adapter=adapter, log=log
+                )
+        results[arm] = {
+            "penalty": dict(arms(s))[arm],
+            "entry": entry,
+            "best_checkpoint": best["checkpoint"] if best else None,
+            "best_checkpoint_path": str(arm_dir / best["checkpoint"]) if best else None,
+            "curve": curve,
+        }
+    difference = None
+    if "control" in results and all(results[a]["entry"] for a in ARMS):
+        difference = arm_difference(
+            s,
+            out / "eval" / "sepo" / str(results["sepo"]["best_checkpoint"]),
+            out / "eval" / "control" / str(results["control"]["best_checkpoint"]),
+        )
     done()
 
+    sepo = results["sepo"]
+    control = results.get("control")
     summary: dict[str, Any] = {
         "base": entries["base"],
         "sft": entries["sft"],
-        "sepo": entries[best["checkpoint"]] if best else None,
-        "best_checkpoint": best["checkpoint"] if best else None,
-        "best_checkpoint_path": str(sepo_dir / best["checkpoint"]) if best else None,
-        "curve": curve,
+        "sepo": sepo["entry"],
+        "best_checkpoint": sepo["best_checkpoint"],
+        "best_checkpoint_path": sepo["best_checkpoint_path"],
+        "curve": sepo["curve"],
+        "penalty": sepo["penalty"],
+        "control": control["entry"] if control else None,
+        "control_arm": {k: v for k, v in control.items() if k != "entry"} if control else None,
+        "difference": difference,
         "sft_reasoning_match": sft_result.get("reasoning_match"),
         "sft_target": _kuhn_sft_target() if "kuhn" in s.games else None,
         "timings_s": timings,
@@ -441,6 +551,32 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+DIFFERENCE_EXACT = ("exploitability", "safety", "exploit", "exploit_with_best_responder", "pay")
+"""Kuhn's exact figures whose SEPO − control difference the summary reports."""
+
+
+def arm_difference(s: TrainSettings, sepo_eval: Path, control_eval: Path) -> dict[str, Any]:
+    """SEPO minus control per game: every headline metric with a paired 95% bootstrap
+    interval over episodes (both evaluations played the same chance seeds), and for Kuhn
+    the exact differences of :data:`DIFFERENCE_EXACT` (no interval: nothing is sampled)."""
+    from sepo.evaluate.harness import read_stats
+    from sepo.games import make_game
+    from sepo.metrics import paired_difference, safety_weights
+
+    a, b = read_stats(sepo_eval), read_stats(control_eval)
+    out: dict[str, Any] = {}
+    for game in s.games:
+        diff = paired_difference(
+            make_game(game).facts, a[game], b[game], safety_weights(game), seed=s.seed + 1
+        )
+        out[game] = {"sampled": {k: v.to_json() for k, v in diff.items()}}
+    if s.games == ("kuhn",):
+        ea = json.loads((sepo_eval / "summary_entry.json").read_text())["exact"]
+        eb = json.loads((control_eval / "summary_entry.json").read_text())["exact"]
+        out["kuhn"]["exact"] = {k: ea[k] - eb[k] for k in DIFFERENCE_EXACT}
+    return out
 
 
 def _kuhn_sft_target() -> dict[str, Any]:
