@@ -1,7 +1,7 @@
-"""Kept for old command lines: the study lives in :mod:`sepo.exact.kuhn_objective`
-(``python -m sepo.exact.kuhn_objective``)."""
+"""Kept for old command lines: the study lives in :mod:`sepo.objective.kuhn_optimum`
+(``python -m sepo.objective.kuhn_optimum``)."""
 
-from sepo.exact.kuhn_objective import main
+from sepo.objective.kuhn_optimum import main
 
 if __name__ == "__main__":
     main()

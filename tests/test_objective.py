@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from sepo.core.records import EpisodeRecord
-from sepo.exact import kuhn_objective
 from sepo.games import make_game
 from sepo.metrics import episode_stats
 from sepo.objective import (
@@ -26,6 +25,7 @@ from sepo.objective import (
     advantages,
     check_penalty,
     episode_clip_terms,
+    kuhn_optimum,
     saved_penalty,
     training_weights,
     variant_terms,
@@ -177,13 +177,13 @@ def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
 
 
 def test_kuhn_episode_clip_prefers_a_non_equilibrium_credited_mean_does_not() -> None:
-    """The exact expected rewards of :mod:`sepo.exact.kuhn_objective`: the clipped
+    """The exact expected rewards of :mod:`sepo.objective.kuhn_optimum`: the clipped
     per-episode exploit term of ``episode_clip`` ranks a strategy with exploitability 0.111
     (Nash α = 0, but calling every bet with Q) above the equilibrium it came from, while
     ``credited_mean`` (SPEC §4's e) ranks the equilibrium first."""
     from sepo.exact.kuhn import KuhnStrategy, exploitability
 
-    f = kuhn_objective.objectives(6)
+    f = kuhn_optimum.objectives(6)
     nash = KuhnStrategy.nash(0.0)
     calls_q = KuhnStrategy.from_dict({**nash.to_dict(), "Qb": 1.0, "Qpb": 1.0})
     assert exploitability(nash).exploitability == pytest.approx(0.0, abs=1e-12)
@@ -193,12 +193,12 @@ def test_kuhn_episode_clip_prefers_a_non_equilibrium_credited_mean_does_not() ->
 
 
 def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
-    """``python -m sepo.exact.kuhn_objective --from``: exact gradient ascent on ``credited_mean``
+    """``python -m sepo.objective.kuhn_optimum --from``: exact gradient ascent on ``credited_mean``
     from the uniform strategy (exploitability 11/24) ends near an equilibrium, and a KL
     anchor to the start holds the path back."""
     from sepo.exact.kuhn import KuhnStrategy
 
-    module = kuhn_objective
+    module = kuhn_optimum
     f = module.objectives(6)["credited_mean"]
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     free = module.gradient_path(f, uniform, beta=0.0, lr=2.0, steps=60, every=20)
@@ -209,12 +209,12 @@ def test_kuhn_gradient_path_of_credited_mean_leads_to_the_equilibrium() -> None:
 
 
 def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
-    """``python -m sepo.exact.kuhn_objective`` prints each variant's exact gradient per information
+    """``python -m sepo.objective.kuhn_optimum`` prints each variant's exact gradient per information
     set. At the uniform strategy, calling a bet with K always wins and with J always
     loses, so every variant pulls the K call up and the J call down."""
     from sepo.exact.kuhn import INFOSETS, KuhnStrategy
 
-    module = kuhn_objective
+    module = kuhn_optimum
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     for name, f in module.objectives(6).items():
         grad = dict(zip(INFOSETS, module.logit_gradient(f, uniform), strict=True))
@@ -223,13 +223,13 @@ def test_kuhn_logit_gradient_signs_at_the_uniform_strategy() -> None:
 
 
 def test_kuhn_seat_blind_gradient_path_stops_at_the_seat_blind_floor() -> None:
-    """``python -m sepo.exact.kuhn_objective --shared seat``: from the seat-blind uniform strategy,
+    """``python -m sepo.objective.kuhn_optimum --shared seat``: from the seat-blind uniform strategy,
     ``credited_mean`` followed over the 12 logits ends below 1/36, the least
     exploitability of any seat-blind strategy; with each seat pair sharing one shift
     the path stays seat-blind, so it cannot."""
     from sepo.exact.kuhn import SEAT_BLIND_FLOOR, KuhnStrategy, seat_gap
 
-    module = kuhn_objective
+    module = kuhn_optimum
     f = module.objectives(6)["credited_mean"]
     uniform = KuhnStrategy.from_vector([0.5] * 12)
     seat = module.SHARED_SHIFTS["seat"]
@@ -366,3 +366,27 @@ def test_penalty_names() -> None:
     with pytest.raises(PenaltyNameError, match="cannot be resumed"):
         saved_penalty("auxiliary", 1)
     assert saved_penalty("auxiliary", 2) == "auxiliary"
+
+
+def test_saved_runs_keep_their_meaning() -> None:
+    """A run saved before the rename (no ``objective`` key) with ``credited`` is read as
+    the per-episode clip it trained with, and has no control arm; a new run's settings
+    round-trip unchanged."""
+    from sepo.train.grpo import GRPOSettings
+    from sepo.train.pipeline import TrainSettings
+
+    old = TrainSettings().to_json()
+    del old["objective"], old["control"]
+    old["penalty"] = "credited"
+    read = TrainSettings.from_json(old)
+    assert (read.penalty, read.control, read.objective) == ("episode_clip", "none", 2)
+    assert TrainSettings.from_json(TrainSettings().to_json()) == TrainSettings()
+    assert TrainSettings().penalty == "credited_mean" and TrainSettings().control == "reward_only"
+    grpo = GRPOSettings(init="x", out="y").to_json()
+    del grpo["objective"]
+    grpo["penalty"] = "credited"
+    assert GRPOSettings.from_json(grpo).penalty == "episode_clip"
+    new = GRPOSettings(init="x", out="y")
+    assert GRPOSettings.from_json(new.to_json()) == new
+    with pytest.raises(PenaltyNameError):
+        TrainSettings.from_json({**TrainSettings().to_json(), "penalty": "credited"})

@@ -437,7 +437,7 @@ def episode_payoff_distribution(
 
 def episode_advantage_penalty(agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6) -> float:
     """Exact E[max(0, ū_o − ū_π)] over ``hands``-hand episodes: the expected exploit term
-    (before −λe·s) of SEPO's ``credited`` reward, which clips each episode.
+    (before −λe·s) of SEPO's ``episode_clip`` variant, which clips each episode.
 
     Zero-sum, so ū_o − ū_π = −2·total/hands. By Jensen's inequality this is at least
     max(0, −2·seat_averaged_payoff) (SPEC §4's e, what ``credited_mean`` credits) and

@@ -209,7 +209,7 @@ def _replicates(
     else:
         x = None
     # NRA's "mean over all opponents": over (pool, opponent) groups, so an opponent in two
-    # pools counts once per pool, as its episodes do (README "Metrics").
+    # pools counts once per pool, as its episodes do (docs/metrics.md).
     nra = _mean_over(
         train + exploit + coll,
         lambda g: _ratio(g["agent_total"] - g["opponent_total"], g["abs_total"]),

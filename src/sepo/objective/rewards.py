@@ -27,7 +27,7 @@ be compared:
   episodes against a uniformly random one that it beats on average. In Kuhn its
   expectation (the exact best-responder in the exploit pool) peaks at exploitability
   0.111, a strategy that calls every bet with Q; ``reward_only``'s peaks on a ridge of
-  exploitability 0.11 to 0.17 (:mod:`sepo.exact.kuhn_objective`).
+  exploitability 0.11 to 0.17 (:mod:`sepo.objective.kuhn_optimum`).
 - ``reward_only``: every episode is rewarded with its payoff s·ū_π alone, whatever its
   pool — what the paper's first runs actually trained on, and the main job's control.
 - ``shared``: payoff s·ū_π plus the *step's* penalty (−λe·s·e − λc·c − λx·x measured

@@ -85,7 +85,7 @@ class TrainSettings:
     steps: int = 25
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget
     (about 7 s a step on 2 cores, the whole job about 9 minutes). 50 steps, or 25 with
-    ``group_size`` 8, did not end less exploitable on the main job (README, Training)."""
+    ``group_size`` 8, did not end less exploitable on the main job (docs/cpu-main-job.md)."""
     group_size: int = 4
     temperature: float | None = None
     """Sampling temperature of GRPO rollouts and of every evaluation (``None``: 0.8 for hf
@@ -94,7 +94,7 @@ class TrainSettings:
     actions get rarer (the SFT model bluffs J 0.12 at 1.0, 0.07 at 0.8), so GRPO samples
     them less and learns them more slowly. From the same SFT policy (the SFT recipe of
     an earlier version, exploitability 0.112), 20 GRPO steps: exact exploitability 0.088
-    at 0.8 and 0.083 at 1.0 (``credited``); 0.100 and 0.070 (``credited_mean``)."""
+    at 0.8 and 0.083 at 1.0 (``episode_clip``, then called ``credited``); 0.100 and 0.070 (``credited_mean``)."""
     learning_rate: float | None = None
     """GRPO learning rate (``None``: 1e-5, Kuhn 3e-6 for hf models as in the paper; 1e-4
     for the tiny model, whose full fine-tuning needs larger steps than a LoRA). Measured

@@ -18,7 +18,7 @@ it is climbing towards:
 Each variant is maximised from 16 random starts (scipy's Powell, bounded); the best is
 reported. Run (scipy comes with the ``dev`` extra's open-spiel)::
 
-    python -m sepo.exact.kuhn_objective [--hands 6] [--starts 16]
+    python -m sepo.objective.kuhn_optimum [--hands 6] [--starts 16]
 
 With ``--from STRATEGY.json`` (for instance the SFT policy's strategy, written by
 ``sepo exploitability --policy tiny:RUN/sft --save-strategy FILE``) it instead follows
@@ -31,7 +31,7 @@ given start and how far a KL anchor holds it, not how fast a language model gets
 It also prints each variant's exact gradient with respect to each information set's
 logit at the start, which sizes the signal a sampled gradient has to find in its noise::
 
-    python -m sepo.exact.kuhn_objective --from sft.json [--beta 0.2] [--steps 200]
+    python -m sepo.objective.kuhn_optimum --from sft.json [--beta 0.2] [--steps 200]
 
 With ``--shared seat`` (and/or ``--shared seat+bluff``) it also follows each gradient
 over a few shared logit shifts instead of 12 free logits: the directions in which the
