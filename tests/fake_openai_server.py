@@ -11,9 +11,15 @@ Fault modes (``fault=``), applied to the first ``fault_count`` calls of each dis
 request body (retries of one request share a body): ``"500"`` (HTTP 500), ``"sleep"``
 (answer only after ``sleep_s``, past the client's timeout), ``"bad_json"`` (a truncated
 JSON body), ``"no_choices"`` (valid JSON without ``choices``), ``"no_content"`` (a choice
-whose message has no content), ``"400"`` (a client error, not worth retrying).
+whose message has no content), ``"400"`` (a client error, not worth retrying),
+``"drip"`` (a valid answer whose body is sent one byte every ``drip_s``) and
+``"drip_head"`` (the status line and headers sent that way: a per-read timeout never
+fires on either), ``"huge"`` (a valid answer of ``huge_chars`` characters,
+:func:`huge_answer`, from a server that ignores ``max_tokens``).
 ``fault_count=-1`` makes the fault permanent. ``delay_s`` delays every answer, and
-``max_in_flight`` records the most requests the server was handling at once.
+``max_in_flight`` records the most requests the server was handling at once;
+``paths`` and ``authorizations`` record each request's path (with its query) and
+``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ def scripted_answer(messages: list[dict[str, Any]]) -> str:
     return f"I weigh the options ({crc % 97}).\n{action}"
 
 
+def huge_answer(chars: int) -> str:
+    """The answer of the ``"huge"`` fault: ``chars`` characters of rambling, no action."""
+    line = "I keep weighing the options without end.\n"
+    return (line * (chars // len(line) + 1))[:chars]
+
+
 class FakeOpenAIServer:
     """Context manager: ``with FakeOpenAIServer(fault="500", fault_count=2) as server: ...``."""
 
@@ -49,11 +61,17 @@ class FakeOpenAIServer:
         fault_count: int = 0,
         sleep_s: float = 1.0,
         delay_s: float = 0.0,
+        drip_s: float = 0.2,
+        huge_chars: int = 1_000_000,
     ) -> None:
         self.fault = fault
         self.fault_count = fault_count
         self.sleep_s = sleep_s
         self.delay_s = delay_s
+        self.drip_s = drip_s
+        self.huge_chars = huge_chars
+        self.paths: list[str] = []
+        self.authorizations: list[str | None] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
@@ -70,7 +88,10 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                with server._lock:
+                    server.paths.append(self.path)
+                    server.authorizations.append(self.headers.get("Authorization"))
+                if not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
                     self._send(404, b'{"error": {"message": "not found"}}')
                     return
                 body = json.loads(raw)
@@ -93,10 +114,12 @@ class FakeOpenAIServer:
                 faulty = server.fault is not None and (
                     server.fault_count < 0 or nth <= server.fault_count
                 )
-                if faulty:
+                if faulty and server.fault not in ("drip", "drip_head", "huge"):
                     self._fault(str(server.fault))
                     return
                 answer = scripted_answer(body["messages"])
+                if faulty and server.fault == "huge":
+                    answer = huge_answer(server.huge_chars)
                 reply = {
                     "id": f"chatcmpl-{nth}",
                     "object": "chat.completion",
@@ -111,7 +134,34 @@ class FakeOpenAIServer:
                     ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                 }
-                self._send(200, json.dumps(reply).encode())
+                payload = json.dumps(reply).encode()
+                if faulty and server.fault in ("drip", "drip_head"):
+                    self._drip(payload, head=server.fault == "drip_head")
+                else:
+                    self._send(200, payload)
+
+            def _drip(self, payload: bytes, head: bool) -> None:
+                """Send ``payload`` (and, with ``head``, the status line and headers
+                too) one byte every ``drip_s``, until done, the client goes or the
+                server stops."""
+                start = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n"
+                )
+                try:
+                    if head:
+                        slow = start + payload
+                    else:
+                        self.wfile.write(start)
+                        slow = payload
+                    for i in range(len(slow)):
+                        if server._stop.wait(server.drip_s):
+                            return
+                        self.wfile.write(slow[i : i + 1])
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
 
             def _fault(self, fault: str) -> None:
                 if fault == "500":

@@ -287,14 +287,34 @@ def eval_cmd(
     ] = 0.0,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
     heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="openai: policies: deadline of one request attempt in seconds, more than 0 "
+            "and at most 3600 [default: 60].",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: retries of a failed request, 0-20 [default: 4]."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: requests in flight at once, 1-256 [default: 8]."),
+    ] = None,
 ) -> None:
     """Play a policy against every opponent of every pool; print and save the metrics."""
     from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
     from sepo.opponents import POOL_NAMES
-    from sepo.policies.resolve import is_model_spec, load_policy
+    from sepo.policies.openai_compat import redact_url
+    from sepo.policies.resolve import api_client_config, is_model_spec, load_policy
     from sepo.rollout.protocol import SamplingConfig
 
     names = resolve_games(game)
+    client_config = api_client_config(
+        policy, timeout_s=timeout, retries=retries, concurrency=concurrency
+    )
+    shown = redact_url(policy)  # a key in an openai: URL is never printed or saved
     if out is not None:
         prepare_out_dir(out, overwrite, ("metrics.json", "episodes.jsonl"))
     pools = POOL_NAMES if heldout else tuple(p for p in POOL_NAMES if p != "heldout")
@@ -302,7 +322,9 @@ def eval_cmd(
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     if is_model_spec(policy) or policy == "human":
         # One model (or person) plays every game: load it once, not once per game.
-        shared = load_policy(policy, names[0], adapter=adapter, sampling=sampling)
+        shared = load_policy(
+            policy, names[0], adapter=adapter, sampling=sampling, client_config=client_config
+        )
         loaded = dict.fromkeys(names, shared)
     else:
         loaded = {n: load_policy(policy, n, adapter=adapter, sampling=sampling) for n in names}
@@ -324,7 +346,7 @@ def eval_cmd(
             )
     console.print(
         metrics_table(
-            f"sepo eval — policy {policy}, {episodes} episodes/opponent, seed {seed}",
+            f"sepo eval — policy {shown}, {episodes} episodes/opponent, seed {seed}",
             [(r.game, r.metrics) for r in results],
         )
     )
@@ -353,7 +375,7 @@ def eval_cmd(
             out,
             results,
             extra={
-                "policy": policy,
+                "policy": shown,
                 "episodes_per_opponent": episodes,
                 "seed": seed,
                 "games": names,
@@ -400,6 +422,21 @@ def exploitability(
         int | None, typer.Option(min=1, help="Episodes for --mode sampled [default: 200].")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of --mode sampled [default: 0].")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="openai: policies: deadline of one request attempt in seconds, more than 0 "
+            "and at most 3600 [default: 60].",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: retries of a failed request, 0-20 [default: 4]."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: requests in flight at once, 1-256 [default: 8]."),
+    ] = None,
 ) -> None:
     """Exact exploitability of a Kuhn policy and each seat's best-response value; with
     --game ipd, the worst case of a strategy or a local model (best-response advantage
@@ -417,9 +454,19 @@ def exploitability(
         extract_prompt_strategy,
         extract_sampled_strategy,
     )
-    from sepo.policies.resolve import is_model_spec, load_policy, training_temperature
+    from sepo.policies.openai_compat import redact_url
+    from sepo.policies.resolve import (
+        api_client_config,
+        is_model_spec,
+        load_policy,
+        training_temperature,
+    )
     from sepo.rollout.protocol import SamplingConfig
 
+    client_config = api_client_config(
+        policy, timeout_s=timeout, retries=retries, concurrency=concurrency
+    )
+    shown = redact_url(policy)  # a key in an openai: URL is never printed or saved
     sampling_options = episodes is not None or seed is not None
     if game == "ipd":
         if mode != "auto" or sampling_options:
@@ -442,7 +489,9 @@ def exploitability(
     if model and temperature is None:
         temperature = training_temperature(policy)
     sampling = SamplingConfig(temperature=temperature or 1.0, seed=sample_seed)
-    loaded = load_policy(policy, game, adapter=adapter, sampling=sampling)
+    loaded = load_policy(
+        policy, game, adapter=adapter, sampling=sampling, client_config=client_config
+    )
     local = hasattr(loaded.policy, "constrained_distributions")
     if mode == "auto":
         if not model and loaded.strategy is None:
@@ -463,14 +512,14 @@ def exploitability(
         mode = "exact"  # the strategy itself; nothing is extracted
     else:
         raise UsageError(
-            f"--mode prompt needs a local model or a Kuhn strategy; use --mode sampled for {policy}"
+            f"--mode prompt needs a local model or a Kuhn strategy; use --mode sampled for {shown}"
         )
     if save_strategy is not None:
         strategy.to_json(save_strategy)
     result = exact_exploitability(strategy)
     gap = seat_gap(strategy)
     payload: dict[str, Any] = {
-        "policy": policy,
+        "policy": shown,
         "mode": mode,
         "exploitability": result.exploitability,
         "nash_conv": result.nash_conv,
@@ -494,7 +543,7 @@ def exploitability(
     line = f"exploitability {result.exploitability:.6f} (NashConv {result.nash_conv:.6f})"
     if interval is not None:
         line += f", 95% bootstrap interval {interval[0]:.4f}-{interval[1]:.4f}"
-    console.print(Text(policy, style="bold") + Text(f" ({mode}): {line}"))
+    console.print(Text(shown, style="bold") + Text(f" ({mode}): {line}"))
     console.print(f"best response as first actor: {result.br_value_first:+.6f} per hand")
     console.print(f"best response as second actor: {result.br_value_second:+.6f} per hand")
     console.print(

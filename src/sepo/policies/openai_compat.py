@@ -1,11 +1,16 @@
 """An OpenAI-compatible chat-completions server as an agent policy (``openai:MODEL@BASE_URL``).
 
 Works with the OpenAI API and with anything that speaks its ``/v1/chat/completions``
-dialect: vLLM, SGLang, Ollama, llama.cpp's server, TGI. It uses the ``openai`` SDK with
-the SDK's own retries switched off (``max_retries=0``) and a retry loop of its own, so the
-behaviour under faults is explicit and testable:
+dialect: vLLM, SGLang, Ollama, llama.cpp's server, TGI. It uses the ``openai`` SDK's
+async client with the SDK's own retries switched off (``max_retries=0``) and a retry
+loop of its own, so the behaviour under faults is explicit and testable:
 
-- each attempt has a timeout (``ClientConfig.timeout_s``);
+- each attempt has a **deadline** for the whole request, ``ClientConfig.timeout_s``,
+  whatever the server does. The HTTP library's timeouts bound each socket operation
+  only (a server that drips one byte every 2 s resets a 5 s read timeout forever), so
+  each attempt runs as a task on the policy's own event loop under
+  :func:`asyncio.wait_for`: when the deadline passes the task is cancelled, which
+  closes its connection. A missed deadline counts as a read timeout;
 - timeouts, connection errors, HTTP 5xx, 408 and 429, and malformed replies (invalid
   JSON, no ``choices``, no ``content``) are retried up to ``max_retries`` times with
   exponential backoff plus jitter from a seeded RNG;
@@ -28,10 +33,23 @@ behaviour under faults is explicit and testable:
   a table of invalid turns. ``ChatServerUnreachable`` is a ``ConnectionError`` (an
   ``OSError``), which the CLI reports as one line with exit status 2.
 
-Requests of one batch run concurrently in a thread pool (``max_concurrency``). The
-API key comes from ``SEPO_API_KEY``, else ``OPENAI_API_KEY``, else ``"EMPTY"`` (local
-servers accept any key). The fallback for an unparseable answer (SPEC §2) is one
-re-prompt that shows the model its answer and states the legal actions.
+Answers are cut to :func:`answer_char_limit` characters before they are returned, so a
+server that ignores ``max_tokens`` cannot make the engine store a megabyte and re-send
+it in every later request of the episode; a cut answer is a :class:`Reply` marked
+``truncated`` (it counts in the evaluation's truncation rate) and increments
+``api/answers_cut``.
+
+A key in the base URL (``http://user:KEY@host/v1``, ``…/v1?api_key=KEY``) is used for
+the requests but never shown: the policy's ``name`` (written to ``metrics.json``, every
+``episodes.jsonl`` line and the CLI's tables) and every message that shows the URL pass
+it through :func:`redact_url`, as do the log records of the HTTP library. The userinfo
+is sent as the Basic ``Authorization`` header it stands for, and query parameters of the
+base URL with every request (the SDK would otherwise glue the request path after them).
+
+Requests of one batch run concurrently (``max_concurrency`` at once). The API key comes
+from ``SEPO_API_KEY``, else ``OPENAI_API_KEY``, else ``"EMPTY"`` (local servers accept
+any key). The fallback for an unparseable answer (SPEC §2) is one re-prompt that shows
+the model its answer and states the legal actions.
 
 Each request is sent ``seed = f(sampling.seed, episode seed, turn)``, so a server that
 honours seeds reproduces a run, and episodes with identical prompts still draw
@@ -39,21 +57,26 @@ differently.
 
 Example (a vLLM server on this machine)::
 
-    sepo eval --agent openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1
+    sepo eval --policy openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import logging
 import os
 import random
+import re
 import socket
 import threading
+import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, cast
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from sepo.rollout.protocol import (
     DecisionRequest,
@@ -63,6 +86,9 @@ from sepo.rollout.protocol import (
     Reply,
     SamplingConfig,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 logger = logging.getLogger(__name__)
 
@@ -75,36 +101,161 @@ REPROMPT = (
 )
 """The re-prompt sent by :meth:`OpenAICompatPolicy.recover` (``{actions}``: comma-separated)."""
 
+MAX_ANSWER_CHARS = 16_384
+"""Least number of characters of an answer that is kept (:func:`answer_char_limit`).
+
+A token decodes to about 4 characters of English on average and to a few dozen at most
+(the longest entries of common BPE vocabularies are runs of spaces or punctuation), so
+an answer within the default ``max_new_tokens`` of 48 is under ~1,500 characters: this
+bound is ten times that. Only a server that ignores ``max_tokens`` reaches it."""
+
+MAX_CHARS_PER_TOKEN = 32
+"""Characters allowed per requested token, so that a larger ``max_new_tokens`` (a
+reasoning model's budget) raises the bound above :data:`MAX_ANSWER_CHARS` with it."""
+
+
+def answer_char_limit(max_new_tokens: int) -> int:
+    """Most characters of one answer that are kept: ``max(MAX_ANSWER_CHARS,
+    MAX_CHARS_PER_TOKEN * max_new_tokens)``."""
+    return max(MAX_ANSWER_CHARS, MAX_CHARS_PER_TOKEN * max_new_tokens)
+
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)
+_SECRET_QUERY_KEY = re.compile(
+    r"key|token|secret|pass|pwd|auth|sig|credential|session|cookie", re.IGNORECASE
+)
+REDACTED = "***"
+
+
+def _redact_one_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        # A password is replaced; a lone user part is often a token itself.
+        netloc = f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        items = []
+        for item in query.split("&"):
+            name, eq, value = item.partition("=")
+            if not eq:
+                items.append(REDACTED if name else name)  # a bare value: cannot tell
+            elif value and _SECRET_QUERY_KEY.search(name):
+                items.append(f"{name}={REDACTED}")
+            else:
+                items.append(item)
+        tail = f"{path}?{'&'.join(items)}{hash_}{fragment}"
+    return f"{scheme}{sep}{netloc}{tail}"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with every ``http(s)://`` URL in it shown without secrets: the password
+    of its userinfo (or the whole userinfo when it has no ``user:`` part, a bare token)
+    and the values of query parameters whose name looks secret (``api_key``, ``token``,
+    ``sig``, …; a parameter without ``=``, too) become ``***``.
+
+    The one way this module shows a URL: a bare URL, an ``openai:MODEL@URL`` spec or a
+    message that contains either. Text without a URL is returned as it is.
+    """
+    return _URL_IN_TEXT.sub(lambda m: _redact_one_url(m.group(0)), text)
+
+
+_HTTP_LOGGERS = ("httpx", "httpx2")
+"""Loggers of the HTTP library the SDK wraps (httpx or its fork): at INFO they log each
+request's URL, query string included."""
+
+
+class _RedactURLs(logging.Filter):
+    """Passes every record, with the URLs in its message shown through :func:`redact_url`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        shown = redact_url(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
+def _redact_http_logs() -> None:
+    """Add :class:`_RedactURLs` to the HTTP library's loggers (once), so that a query key
+    of the base URL is not written by a program that logs at INFO."""
+    for name in _HTTP_LOGGERS:
+        http_logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactURLs) for f in http_logger.filters):
+            http_logger.addFilter(_RedactURLs())
+
+
+def _client_url(base_url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """``(url, query, headers)`` for the SDK: the base URL without query and userinfo,
+    its query parameters (sent with every request) and, for a userinfo, the Basic
+    ``Authorization`` header that HTTP clients derive from it. Kept out of the URL, the
+    secret never reaches a log line of the HTTP library either."""
+    parts = urlsplit(base_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    headers: dict[str, str] = {}
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, _, password = userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), query, headers
+
+
+def _split_spec(body: str) -> tuple[str, str | None]:
+    """``MODEL@URL`` → ``(MODEL, URL)``: the split is at the last ``@`` followed by
+    ``http://`` or ``https://``; ``(body, None)`` without one."""
+    cut = max(body.rfind("@http://"), body.rfind("@https://"))
+    return (body[:cut], body[cut + 1 :]) if cut >= 0 else (body, None)
+
 
 def parse_openai_spec(spec: str) -> tuple[str, str]:
     """Split ``openai:MODEL@BASE_URL`` into ``(model, base_url)``.
 
     The ``openai:`` prefix is optional; without ``@BASE_URL`` the OpenAI API is used.
     The split is at the last ``@`` followed by ``http://`` or ``https://``, so model
-    names that contain ``@`` still work.
+    names that contain ``@`` still work. Error messages show the spec through
+    :func:`redact_url`.
     """
     hint = (
         "expected openai:MODEL@BASE_URL, e.g. "
         "openai:gpt-4o-mini@https://api.openai.com/v1 or "
         "openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1"
     )
+    shown = redact_url(spec)
     body = spec.strip()
     if body.startswith("openai:"):
         body = body[len("openai:") :]
-    model, base_url = body, DEFAULT_BASE_URL
-    cut = max(body.rfind("@http://"), body.rfind("@https://"))
-    if cut >= 0:
-        model, base_url = body[:cut], body[cut + 1 :]
-    elif "@" in body:
+    model, url = _split_spec(body)
+    if url is None and "@" in body:
         raise ValueError(
-            f"bad model spec {spec!r}: the base URL must start with http(s)://; {hint}"
+            f"bad model spec {shown!r}: the base URL must start with http(s)://; {hint}"
         )
+    base_url = url if url is not None else DEFAULT_BASE_URL
     model = model.strip()
     if not model:
-        raise ValueError(f"bad model spec {spec!r}: no model name; {hint}")
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"bad model spec {spec!r}: invalid base URL {base_url!r}; {hint}")
+        raise ValueError(f"bad model spec {shown!r}: no model name; {hint}")
+    try:
+        parsed = urlsplit(base_url)
+        valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port that is not a number
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"bad model spec {shown!r}: invalid base URL {redact_url(base_url)!r}; {hint}"
+        )
     return model, base_url.rstrip("/")
 
 
@@ -113,7 +264,8 @@ class ClientConfig:
     """Timeouts, retries and concurrency of an OpenAI-compatible policy."""
 
     timeout_s: float = 60.0
-    """Limit for one HTTP attempt (connect, send, each read)."""
+    """Deadline for one HTTP attempt, from sending to the last byte of the answer,
+    whatever the server does (module docstring); the connect phase alone gets half."""
     max_retries: int = 4
     """Extra attempts after the first for a retryable failure."""
     backoff_s: float = 1.0
@@ -141,6 +293,10 @@ class _MalformedReply(Exception):
     """The server answered 200 but the reply has no usable choice or content."""
 
 
+class _DeadlineExceeded(Exception):
+    """An attempt had no complete answer by ``ClientConfig.timeout_s`` (a read timeout)."""
+
+
 class ChatServerUnreachable(ConnectionError):
     """The chat server could not be reached at all: no request of the policy has
     succeeded and ``ClientConfig.unreachable_after`` requests failed to connect.
@@ -160,22 +316,36 @@ def connect_failure_reason(err: BaseException) -> str | None:
 
     It does when the exception or one of its causes is a connect-phase error of the
     transport (``ConnectError``, ``ConnectTimeout``), a refused connection or a failed
-    DNS lookup; the reason is that cause's message (``[Errno 111] Connection refused``).
-    A read timeout, an HTTP status or a malformed reply is not one.
+    DNS lookup. The reason is the deepest such cause or, below it, the operating
+    system's own error: an errno in the OS's words (``[Errno 111] Connection refused``,
+    whatever wording the event loop chose), a DNS error as its message. A read timeout,
+    an HTTP status or a malformed reply is not one.
     """
-    seen: set[int] = set()
+    chain: list[BaseException] = []
     link: BaseException | None = err
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if type(link).__name__ in _CONNECT_FAILURES or isinstance(
-            link, (ConnectionRefusedError, socket.gaierror)
-        ):
-            text = str(link).strip()
-            if type(link).__name__ == "ConnectTimeout":
-                return f"connection timed out{': ' + text if text else ''}"
-            return text.splitlines()[0] if text else type(link).__name__
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
         link = link.__cause__ or link.__context__
-    return None
+    found = [
+        i
+        for i, link in enumerate(chain)
+        if type(link).__name__ in _CONNECT_FAILURES
+        or isinstance(link, (ConnectionRefusedError, socket.gaierror))
+    ]
+    if not found:
+        return None
+    if type(chain[found[0]]).__name__ == "ConnectTimeout":
+        text = str(chain[found[0]]).strip()
+        return f"connection timed out{': ' + text if text else ''}"
+    cause = chain[found[-1]]
+    for link in chain[found[0] :]:
+        if isinstance(link, OSError) and link.errno is not None:
+            cause = link  # the root cause: the OS's error, under the library's wrappers
+    errno = cause.errno if isinstance(cause, OSError) else None
+    if isinstance(errno, int) and errno > 0 and not isinstance(cause, socket.gaierror):
+        return f"[Errno {errno}] {os.strerror(errno)}"
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
 
 
 def api_key_from_env() -> str:
@@ -189,7 +359,12 @@ def request_seed(seed: int, episode_seed: int, turn: int) -> int:
 
 
 class OpenAICompatPolicy:
-    """A model behind an OpenAI-compatible chat-completions endpoint."""
+    """A model behind an OpenAI-compatible chat-completions endpoint.
+
+    Its requests run on an event loop of its own, in a daemon thread started on first
+    use (so callers need no loop, and a caller that runs one, a notebook, is not
+    disturbed); :meth:`close` stops it.
+    """
 
     name: str
 
@@ -212,23 +387,27 @@ class OpenAICompatPolicy:
 
         self.model = model
         self.base_url = base_url
+        """The URL requests go to, secrets included: show it only through
+        :func:`redact_url`."""
         self.sampling = sampling if sampling is not None else SamplingConfig()
         self.config = client_config if client_config is not None else ClientConfig()
-        self.name = name or f"openai:{model}@{base_url}"
+        self.name = redact_url(name or f"openai:{model}@{base_url}")
+        self.answer_limit = answer_char_limit(self.sampling.max_new_tokens)
+        """Most characters of an answer that are kept (:func:`answer_char_limit`)."""
         self.stats = PolicyStats()
         self._lock = threading.Lock()
         self._calls = 0
         self._succeeded = False
         self._connect_failures = 0
         self._unreachable: ChatServerUnreachable | None = None
-        self._abort = threading.Event()
+        self._abort = asyncio.Event()  # set by a fail-fast; used on the policy's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._stop_loop: weakref.finalize[Any, Any] | None = None
         self._openai = openai
-        self._client = openai.OpenAI(
-            api_key=api_key if api_key is not None else api_key_from_env(),
-            base_url=base_url,
-            max_retries=0,
-            timeout=self.config.timeout_s,
-        )
+        _redact_http_logs()
+        self._api_key = api_key if api_key is not None else api_key_from_env()
+        self._client: openai.AsyncOpenAI | None = None  # made with the loop it runs on
 
     @classmethod
     def from_spec(
@@ -288,7 +467,8 @@ class OpenAICompatPolicy:
     ) -> list[str]:
         """Send one chat completion per conversation, at most ``max_concurrency`` at once.
 
-        Returns the answers in order; ``""`` for a request that failed after retries.
+        Returns the answers in order (each cut to :attr:`answer_limit` characters);
+        ``""`` for a request that failed after retries.
         """
         if not conversations:
             return []
@@ -306,39 +486,79 @@ class OpenAICompatPolicy:
             )
             for i, messages in enumerate(conversations)
         ]
-        workers = min(self.config.max_concurrency, len(jobs))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sepo-openai") as pool:
-            return list(pool.map(lambda job: self._complete_one(*job), jobs))
+        self._raise_if_unreachable()
+        loop = self._event_loop()
+        future: Future[list[str]] = asyncio.run_coroutine_threadsafe(self._complete_all(jobs), loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # an interrupted caller leaves no requests running
+            raise
 
-    def _complete_one(self, messages: list[Message], seed: int, rng: random.Random) -> str:
+    async def _complete_all(
+        self, jobs: list[tuple[list[Message], int, random.Random]]
+    ) -> list[str]:
+        slots = asyncio.Semaphore(min(self.config.max_concurrency, len(jobs)))
+        tasks = [asyncio.ensure_future(self._complete_one(*job, slots)) for job in jobs]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            # After a fail-fast (or a cancelled caller) the others stop at once.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _complete_one(
+        self,
+        messages: list[Message],
+        seed: int,
+        rng: random.Random,
+        slots: asyncio.Semaphore,
+    ) -> str:
         cfg = self.config
-        for attempt in range(cfg.max_retries + 1):
-            self._raise_if_unreachable()
-            self._add("api/requests")
-            try:
-                answer = self._request(messages, seed)
-            except Exception as err:
-                retryable = self._is_retryable(err)
-                logger.debug("chat completion attempt %d failed: %r", attempt + 1, err)
-                if not retryable or attempt == cfg.max_retries:
-                    self._add("api/failures")
-                    reason = connect_failure_reason(err)
-                    logger.warning(
-                        "chat completion failed after %d attempt(s): %s",
-                        attempt + 1,
-                        f"{err} ({reason})" if reason else err,
+        async with slots:
+            for attempt in range(cfg.max_retries + 1):
+                self._raise_if_unreachable()
+                self._add("api/requests")
+                try:
+                    answer = await self._attempt(messages, seed)
+                except Exception as err:
+                    retryable = self._is_retryable(err)
+                    logger.debug(
+                        "chat completion attempt %d failed: %s", attempt + 1, redact_url(repr(err))
                     )
-                    self._count_connect_failure(reason)
-                    return ""
-            else:
-                with self._lock:  # read under the lock by the fail-fast rule
-                    self._succeeded = True
-                return answer
-            self._add("api/retries")
-            wait = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
-            # An Event, not time.sleep: a fail-fast elsewhere ends this wait at once.
-            self._abort.wait(wait * (1.0 + cfg.jitter * rng.random()))
+                    if not retryable or attempt == cfg.max_retries:
+                        self._add("api/failures")
+                        reason = connect_failure_reason(err)
+                        logger.warning(
+                            "chat completion failed after %d attempt(s): %s",
+                            attempt + 1,
+                            redact_url(f"{err} ({reason})" if reason else str(err)),
+                        )
+                        self._count_connect_failure(reason)
+                        return ""
+                else:
+                    with self._lock:  # read under the lock by the fail-fast rule
+                        self._succeeded = True
+                    return answer
+                self._add("api/retries")
+                wait = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
+                # On the abort event, not a plain sleep: a fail-fast elsewhere ends it.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._abort.wait(), wait * (1.0 + cfg.jitter * rng.random())
+                    )
         return ""  # unreachable: the loop returns on its last attempt
+
+    async def _attempt(self, messages: list[Message], seed: int) -> str:
+        """One request under the deadline ``ClientConfig.timeout_s``: on expiry
+        :func:`asyncio.wait_for` cancels it (closing its connection) and it fails as a
+        read timeout would."""
+        timeout_s = self.config.timeout_s
+        try:
+            return await asyncio.wait_for(self._request(messages, seed), timeout_s)
+        except asyncio.TimeoutError:
+            raise _DeadlineExceeded(f"no complete answer within {timeout_s:g} s") from None
 
     def _count_connect_failure(self, reason: str | None) -> None:
         """The fail-fast rule of the module docstring, for a request that failed for good
@@ -352,8 +572,10 @@ class OpenAICompatPolicy:
                 return
             if self._unreachable is None:
                 self._unreachable = ChatServerUnreachable(
-                    f"cannot reach the chat server at {self.base_url}: {reason} "
-                    f"({self._connect_failures} requests failed to connect, none succeeded)"
+                    redact_url(
+                        f"cannot reach the chat server at {self.base_url}: {reason} "
+                        f"({self._connect_failures} requests failed to connect, none succeeded)"
+                    )
                 )
                 self._abort.set()
         self._raise_if_unreachable()
@@ -363,16 +585,18 @@ class OpenAICompatPolicy:
         if error is not None:
             raise ChatServerUnreachable(*error.args)
 
-    def _request(self, messages: list[Message], seed: int) -> str:
+    async def _request(self, messages: list[Message], seed: int) -> str:
         s = self.sampling
-        response = self._client.chat.completions.create(
+        client = self._client
+        if client is None:
+            raise RuntimeError("the policy was closed while a request was being sent")
+        response = await client.chat.completions.create(
             model=self.model,
             messages=cast(Any, messages),  # plain role/content dicts
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_new_tokens,
             seed=seed,
-            timeout=self.config.timeout_s,
         )
         choices = getattr(response, "choices", None)
         if not choices:
@@ -384,20 +608,25 @@ class OpenAICompatPolicy:
         if usage is not None:
             self._add("api/prompt_tokens", float(getattr(usage, "prompt_tokens", 0) or 0))
             self._add("api/completion_tokens", float(getattr(usage, "completion_tokens", 0) or 0))
+        finished_at_limit = getattr(choice, "finish_reason", None) == "length"
         if content is None:
-            if getattr(choice, "finish_reason", None) == "length":
+            if finished_at_limit:
                 # A reasoning model spent max_tokens before answering: retrying is futile.
                 return ""
             raise _MalformedReply("reply without message content")
-        return Reply(str(content), truncated=getattr(choice, "finish_reason", None) == "length")
+        text = str(content)
+        if len(text) > self.answer_limit:
+            self._add("api/answers_cut")
+            return Reply(text[: self.answer_limit], truncated=True)
+        return Reply(text, truncated=finished_at_limit)
 
     def _is_retryable(self, err: Exception) -> bool:
         openai = self._openai
         if isinstance(err, openai.APIStatusError):
             status = int(err.status_code)
             return status >= 500 or status in (408, 409, 429)
-        # Timeouts, connection errors, invalid JSON, malformed replies and anything
-        # unexpected from the transport are treated as transient.
+        # Timeouts (a missed deadline too), connection errors, invalid JSON, malformed
+        # replies and anything unexpected from the transport are treated as transient.
         return True
 
     # ------------------------------------------------------------------ helpers
@@ -412,9 +641,54 @@ class OpenAICompatPolicy:
             self._calls += 1
             return value
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The policy's event loop and HTTP client, started on first use (and again on
+        the first use after :meth:`close`)."""
+        with self._lock:
+            if self._loop is None:
+                url, query, headers = _client_url(self.base_url)
+                timeout_s = self.config.timeout_s
+                self._client = self._openai.AsyncOpenAI(
+                    api_key=self._api_key,
+                    base_url=url,
+                    default_query=query or None,
+                    default_headers=headers or None,
+                    max_retries=0,
+                    # Per socket operation; the deadline of a whole attempt is _attempt's.
+                    # A connect limit of half the deadline makes a host that never
+                    # completes a connect a connect timeout (the fail-fast rule's), not a
+                    # missed deadline.
+                    timeout=self._openai.Timeout(timeout_s, connect=timeout_s / 2),
+                )
+                loop = asyncio.new_event_loop()
+                self._abort = asyncio.Event()  # an asyncio.Event serves one loop only
+                if self._unreachable is not None:
+                    self._abort.set()
+                thread = threading.Thread(target=loop.run_forever, name="sepo-openai", daemon=True)
+                thread.start()
+                # A policy dropped without close() does not leave its loop running.
+                self._stop_loop = weakref.finalize(self, loop.call_soon_threadsafe, loop.stop)
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
     def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
+        """Close the HTTP connections and stop the event loop (a later request starts
+        them again)."""
+        with self._lock:
+            loop, thread, stop = self._loop, self._loop_thread, self._stop_loop
+            client = self._client
+            self._loop, self._loop_thread, self._stop_loop, self._client = None, None, None, None
+        if loop is None or thread is None or stop is None:
+            return  # no request was ever sent: nothing is open
+        stop.detach()
+        try:
+            if client is not None:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                loop.close()
 
     def __enter__(self) -> OpenAICompatPolicy:
         return self

@@ -20,11 +20,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sepo.exact.kuhn import KuhnStrategy
 from sepo.opponents import BASELINES, find_strategy
 from sepo.rollout.protocol import AgentPolicy, SamplingConfig
 from sepo.rollout.scripted import ScriptedPolicy
+
+if TYPE_CHECKING:
+    from sepo.policies.openai_compat import ClientConfig
 
 DEFAULT_TINY_DIR = Path("runs/tiny-model")
 
@@ -46,7 +50,7 @@ def is_model_spec(spec: str) -> bool:
 
 def training_temperature(model_spec: str) -> float:
     """The sampling temperature SEPO trains and evaluates a model at: the paper's 0.8 for
-    ``hf:`` models, 1.0 for the tiny model (its tuned CPU default; README "Training")."""
+    ``hf:`` models, 1.0 for the tiny model (its tuned CPU default; docs/main-job.md)."""
     return 0.8 if model_spec.startswith("hf:") else 1.0
 
 
@@ -86,15 +90,67 @@ def check_model_path(ident: str) -> None:
         raise PolicySpecError(f"{ident} is not a model directory (no config.json)")
 
 
+API_TIMEOUT_MAX_S = 3600.0
+API_RETRIES_MAX = 20
+API_CONCURRENCY_MAX = 256
+
+
+def api_client_config(
+    spec: str,
+    *,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+    concurrency: int | None = None,
+) -> ClientConfig | None:
+    """The client settings of ``--timeout``, ``--retries`` and ``--concurrency`` for an
+    ``openai:`` policy (the defaults of :class:`ClientConfig` for those not given), or
+    ``None`` when none is given. Out of range (timeout in ``(0, 3600]`` seconds, retries
+    ``0``-``20``, concurrency ``1``-``256``) or given for another kind of policy: a
+    one-line :class:`PolicySpecError`."""
+    given = {
+        "--timeout": timeout_s is not None,
+        "--retries": retries is not None,
+        "--concurrency": concurrency is not None,
+    }
+    if not any(given.values()):
+        return None
+    if spec.partition(":")[0] != "openai":
+        flags = ", ".join(flag for flag, on in given.items() if on)
+        raise PolicySpecError(f"{flags}: for openai: policies only, not {spec}")
+    if timeout_s is not None and not 0 < timeout_s <= API_TIMEOUT_MAX_S:
+        raise PolicySpecError(
+            f"--timeout is in seconds, more than 0 and at most {API_TIMEOUT_MAX_S:g}, "
+            f"not {timeout_s:g}"
+        )
+    if retries is not None and not 0 <= retries <= API_RETRIES_MAX:
+        raise PolicySpecError(f"--retries is 0 to {API_RETRIES_MAX}, not {retries}")
+    if concurrency is not None and not 1 <= concurrency <= API_CONCURRENCY_MAX:
+        raise PolicySpecError(f"--concurrency is 1 to {API_CONCURRENCY_MAX}, not {concurrency}")
+    from sepo.policies.openai_compat import ClientConfig
+
+    default = ClientConfig()
+    return ClientConfig(
+        timeout_s=default.timeout_s if timeout_s is None else timeout_s,
+        max_retries=default.max_retries if retries is None else retries,
+        max_concurrency=default.max_concurrency if concurrency is None else concurrency,
+    )
+
+
 def load_policy(
     spec: str,
     game: str,
     *,
     adapter: str | None = None,
     sampling: SamplingConfig | None = None,
+    client_config: ClientConfig | None = None,
 ) -> LoadedPolicy:
-    """The policy named by ``spec`` for ``game``."""
+    """The policy named by ``spec`` for ``game``; ``client_config`` (timeouts, retries,
+    concurrency) applies to ``openai:`` policies only and is refused for the others."""
     kind, _, target = spec.partition(":")
+    if client_config is not None and kind != "openai":
+        raise PolicySpecError(
+            f"timeouts, retries and concurrency apply to openai: policies, not {spec}"
+        )
     sampling = sampling or SamplingConfig()
     if kind == "scripted":
         if not target:
@@ -163,7 +219,9 @@ def load_policy(
         from sepo.policies.openai_compat import OpenAICompatPolicy
 
         try:
-            return LoadedPolicy(OpenAICompatPolicy.from_spec(spec, sampling=sampling))
+            return LoadedPolicy(
+                OpenAICompatPolicy.from_spec(spec, sampling=sampling, client_config=client_config)
+            )
         except ValueError as exc:
             raise PolicySpecError(str(exc)) from None
     raise PolicySpecError(
