@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -401,3 +402,20 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     from sepo.exact.kuhn import INFOSETS
 
     assert list(summary["sft_target"]["strategy"]) == list(INFOSETS)
+
+
+def test_eval_max_active_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sepo eval --max-active N`` bounds the episodes the engine keeps in play."""
+    import sepo.evaluate.harness as harness
+
+    seen: list[int | None] = []
+    real = harness.run_episodes
+
+    def spy(specs: Any, policy: Any, **kw: Any) -> Any:
+        seen.append(kw.get("max_active"))
+        return real(specs, policy, **kw)
+
+    monkeypatch.setattr(harness, "run_episodes", spy)
+    _ok(["eval", "--game", "ipd", "--episodes", "2", "--max-active", "3"])
+    _ok(["eval", "--game", "ipd", "--episodes", "2"])
+    assert seen == [3, 64]

@@ -287,6 +287,15 @@ def eval_cmd(
     ] = 0.0,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
     heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
+    max_active: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="Episodes in play at once; fewer bound a local model's memory (each keeps "
+            "its key/value cache) at some cost in speed.",
+        ),
+    ] = 64,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -318,7 +327,7 @@ def eval_cmd(
     if out is not None:
         prepare_out_dir(out, overwrite, ("metrics.json", "episodes.jsonl"))
     pools = POOL_NAMES if heldout else tuple(p for p in POOL_NAMES if p != "heldout")
-    cfg = EvalConfig(episodes=episodes, seed=seed, pools=pools)
+    cfg = EvalConfig(episodes=episodes, seed=seed, pools=pools, max_active=max_active)
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     if is_model_spec(policy) or policy == "human":
         # One model (or person) plays every game: load it once, not once per game.

@@ -31,7 +31,7 @@ from sepo.metrics import (
     safety_weights,
 )
 from sepo.opponents import POOL_NAMES, pools_for
-from sepo.rollout.engine import EpisodeSpec, run_episodes
+from sepo.rollout.engine import DEFAULT_MAX_ACTIVE, EpisodeSpec, run_episodes
 from sepo.rollout.protocol import AgentPolicy
 
 
@@ -43,6 +43,11 @@ class EvalConfig:
     pools: tuple[str, ...] = POOL_NAMES
     n_boot: int = 1000
     """Bootstrap replicates for the 95% confidence intervals."""
+    max_active: int = DEFAULT_MAX_ACTIVE
+    """Episodes in play at once. A local model keeps each one's key/value cache, so this
+    bounds its memory: SmolLM2-135M on Kuhn peaked at 2.6 GB with 4, 3.4 GB with 8 and
+    4.6 GB with 12 (about 0.2 GB per episode in play) and took 179, 153 and 136 s
+    (docs/parsing.md has the model's other figures)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ def evaluate_game(
 ) -> GameEvaluation:
     """Evaluate ``policy`` on one game; ``strategy`` (Kuhn) adds the exact figures."""
     game = make_game(game_name)
-    episodes = run_episodes(episode_specs(game_name, cfg), policy, on_step=on_step)
+    episodes = run_episodes(
+        episode_specs(game_name, cfg), policy, on_step=on_step, max_active=cfg.max_active
+    )
     metrics = compute_metrics(
         game.facts, episodes, safety_weights(game_name), n_boot=cfg.n_boot, seed=cfg.seed
     )
