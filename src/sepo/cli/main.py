@@ -77,7 +77,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sepo.train.sft import SFTError
     from sepo.train.token_rollout import TemplateNotPrefixStable
 
+    from sepo.core.errors import SepoError
+
     return (
+        SepoError,
         GGUFError,
         RemoteCodeRefused,
         SFTError,
@@ -1049,3 +1052,8 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# The commands of their own modules register themselves on `app` (imported last, since
+# they import from here).
+from sepo.cli import study as _study  # noqa: E402, F401

@@ -23,9 +23,11 @@ from sepo.exact.kuhn import KuhnStrategy
 from sepo.games import make_game
 from sepo.metrics import (
     HEADLINE_KEYS,
+    ClusteredSample,
     EpisodeStats,
     Groups,
     Metrics,
+    clustered_sample,
     compute_metrics,
     episode_stats,
     safety_weights,
@@ -161,3 +163,17 @@ def read_stats(out_dir: Path) -> dict[str, Groups]:
         game: {k: [st for _, st in sorted(v, key=lambda x: x[0])] for k, v in groups.items()}
         for game, groups in found.items()
     }
+
+
+def read_samples(out_dir: Path) -> dict[str, ClusteredSample]:
+    """The episode statistics an evaluation wrote, per game, as clusters of the episodes
+    that share a chance seed (:class:`sepo.metrics.ClusteredSample`): what ``sepo
+    report`` resamples."""
+    rows: dict[str, list[tuple[str, str, int, EpisodeStats]]] = {}
+    with (out_dir / STATS_FILE).open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            rows.setdefault(str(row["game"]), []).append(
+                (str(row["pool"]), str(row["opponent"]), int(row["seed"]), EpisodeStats.from_json(row))
+            )
+    return {game: clustered_sample(r) for game, r in rows.items()}

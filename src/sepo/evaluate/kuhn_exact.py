@@ -50,6 +50,9 @@ class KuhnExactMetrics:
     seat_gap: float
     """How differently the agent plays one card from its two seats (``sepo.exact.kuhn.
     seat_gap``); seat-blind play has exploitability at least 1/36."""
+    strategy: dict[str, float] | None = None
+    """The agent's behavioural strategy (aggressive-action probability per information
+    set), so a report can show its bet and call frequencies."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class KuhnExactMetrics:
             "exploit_with_best_responder": self.exploit_with_best_responder,
             "safety_with_best_responder": self.safety_with_best_responder,
             "seat_gap": self.seat_gap,
+            "strategy": self.strategy,
         }
 
 
@@ -121,4 +125,5 @@ def kuhn_exact_metrics(
         exploit_with_best_responder=exploit_br,
         safety_with_best_responder=safety(facts.scale, pay, exploit_br, coll, 0.0, w),
         seat_gap=seat_gap(agent),
+        strategy=agent.to_dict(),
     )

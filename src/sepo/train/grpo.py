@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -36,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepo.core.types import Strategy
+from sepo.core.records import EpisodeRecord
+from sepo.core.types import GameFacts, Strategy
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
 from sepo.games import make_game
 from sepo.objective import (
@@ -269,6 +271,7 @@ class SEPORollout:
         self.pending_logs["sepo/episode_payoff"] = sum(ep.agent_mean for ep in episodes) / len(
             episodes
         )
+        self.pending_logs.update(step_figures(self.facts, [*episodes, *auxiliary]))
         return {
             "prompt_ids": [t.prompt_ids for t in tokens],
             "completion_ids": [t.completion_ids for t in tokens],
@@ -293,6 +296,26 @@ class SEPORollout:
             return reward
 
         return [make(i, n) for i, n in enumerate(TERMS)]
+
+
+def step_figures(facts: dict[str, GameFacts], episodes: list[EpisodeRecord]) -> dict[str, float]:
+    """The SPEC §4 collusion rate and exploit-pool advantage of one step's training
+    episodes (auxiliary ones included), per game: what the mechanism study of ``sepo
+    reproduce`` follows step by step (``sepo/train/<game>/collusion`` and ``…/exploit``;
+    absent where the step played no episode of that pool). These are this process's
+    episodes: with several processes each logs its own share."""
+    from sepo.metrics import compute_metrics, safety_weights
+
+    out: dict[str, float] = {}
+    for game, game_facts in facts.items():
+        mine = [ep for ep in episodes if ep.game == game]
+        if not mine:
+            continue
+        m = compute_metrics(game_facts, mine, safety_weights(game), n_boot=0)
+        for name, est in (("collusion", m.collusion), ("exploit", m.exploit)):
+            if not math.isnan(est.value):
+                out[f"sepo/train/{game}/{name}"] = est.value
+    return out
 
 
 def gather_totals(accelerator: Any) -> Reduce:

@@ -279,6 +279,34 @@ def evaluate_model(
     return entry
 
 
+HELDOUT_DIR = "heldout"
+"""Inside a stage's evaluation folder: its play against the held-out pool."""
+
+
+def evaluate_heldout(
+    s: TrainSettings, path: str, out: Path, adapter: str | None = None, log: Log = print
+) -> dict[str, Any]:
+    """Play against the held-out pool (opponents no training step saw), on the seeds of
+    the in-pool evaluation, cached in ``out`` (``eval/<stage>/heldout/``): per game, the
+    held-out pay and advantage with their intervals. Only Base, SFT and each arm's best
+    checkpoint are played, since selection never reads it."""
+    cached = out / "metrics.json"
+    if not cached.exists():
+        started = time.time()
+        policy = _load_for_eval(s, path, adapter)
+        cfg = EvalConfig(episodes=s.eval_episodes, seed=s.seed + 1, pools=("heldout",))
+        results = [evaluate_game(game, policy, cfg) for game in s.games]
+        write_outputs(
+            out,
+            results,
+            extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
+        )
+        log(f"  held-out pool of {path} in {time.time() - started:.1f} s")
+    payload = json.loads(cached.read_text())
+    games = payload.get("games", {s.games[0]: payload})
+    return {game: games[game]["heldout"] for game in s.games}
+
+
 _EXACT_HEADLINE = ("pay", "exploit", "collusion", "safety", "robust")
 """The headline metrics Kuhn's exact figures give (its externality is 0 by definition)."""
 
@@ -489,6 +517,10 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     entries: dict[str, dict[str, Any]] = {}
     entries["base"] = evaluate_model(s, base_path, out / "eval" / "base", log=log)
     entries["sft"] = evaluate_model(s, sft_path, out / "eval" / "sft", adapter=sft_adapter, log=log)
+    for name, (path, adapter) in (("base", (base_path, None)), ("sft", (sft_path, sft_adapter))):
+        entries[name]["heldout_eval"] = evaluate_heldout(
+            s, path, out / "eval" / name / HELDOUT_DIR, adapter=adapter, log=log
+        )
     kuhn_in_play = s.games == ("kuhn",) and s.in_play_episodes > 0
     if kuhn_in_play:
         entries["sft"]["in_play"] = in_play_exploitability(
@@ -511,6 +543,9 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             path, adapter = _checkpoint_policy(arm_dir / best["checkpoint"], sft_path)
             best_eval = out / "eval" / arm / best["checkpoint"]
             entry = evaluate_model(s, path, best_eval, adapter=adapter, log=log)
+            entry["heldout_eval"] = evaluate_heldout(
+                s, path, best_eval / HELDOUT_DIR, adapter=adapter, log=log
+            )
             if kuhn_in_play:
                 entry["in_play"] = in_play_exploitability(
                     s, path, best_eval, adapter=adapter, log=log

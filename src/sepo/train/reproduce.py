@@ -1,0 +1,236 @@
+"""``sepo reproduce``: the paper's comparison in every domain, with its controls.
+
+For each game and seed, one ``sepo train`` run (:mod:`sepo.train.pipeline`): the tiny
+model, SFT, the SEPO arm (the default objective) and the ``reward_only`` control from the
+same SFT weights and rollout seeds, every checkpoint evaluated, the best of each arm by
+Safety. In IPD, the paper's mechanism study adds two arms from the same SFT policy,
+``shared`` and ``auxiliary`` (SPEC §5), so that four objectives are compared from one
+start; every GRPO step logs the collusion rate and exploit-pool advantage of its training
+episodes (``sepo/train/<game>/…`` in the trainer's log history). ``--joint`` adds the
+paper's multi-game model, one run trained on IPD, the auction and the negotiation.
+
+Layout of ``--out``::
+
+    reproduce.json                      the plan (settings), written first
+    <game>/seed-<s>/                    a sepo train run (sepo/ and control/ arms)
+    mechanism/ipd/seed-<s>/<variant>/   shared and auxiliary, from ipd/seed-<s>'s SFT
+    joint/seed-<s>/                     --joint: ipd,auction,negotiation together
+    timings.json                        seconds per run, summed over invocations
+
+A run whose ``summary.json`` exists is finished and skipped, one cut short is resumed
+from its newest checkpoint: rerunning the same command finishes the plan and redoes
+nothing. A different plan in the same folder is refused (``--overwrite`` is not offered:
+delete the folder yourself), so one folder never mixes two recipes.
+
+The recipes (:func:`recipe`): the default is ``sepo train``'s CPU main job in each game;
+``--quick`` is a smoke test of the whole plan, one seed and a few steps, whose numbers
+say that everything runs, not what SEPO does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sepo.core.errors import SepoError
+from sepo.games import game_names
+from sepo.train.pipeline import TrainSettings, run_pipeline, run_settings
+
+Log = Callable[[str], None]
+
+PLAN_FILE = "reproduce.json"
+MECHANISM_VARIANTS = ("shared", "auxiliary")
+"""The mechanism study's arms beyond the main run's two (the default and reward_only)."""
+JOINT_GAMES = ("ipd", "auction", "negotiation")
+"""The paper's multi-game model."""
+
+
+class ReproduceError(SepoError, ValueError):
+    """A reproduce folder or plan that cannot be used (a one-line command-line error)."""
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    games: tuple[str, ...] = ("ipd", "auction", "negotiation", "negotiation_v2", "kuhn")
+    seeds: int = 3
+    quick: bool = False
+    mechanism: bool = True
+    """The IPD mechanism study (when IPD is among the games)."""
+    joint: bool = False
+    """The multi-game arm (:data:`JOINT_GAMES`)."""
+    out: str = "runs/reproduce"
+
+    def __post_init__(self) -> None:
+        known = game_names()
+        unknown = [g for g in self.games if g not in known]
+        if unknown:
+            raise ReproduceError(f"unknown game {unknown[0]!r} (choose from {', '.join(known)})")
+        if not self.games:
+            raise ReproduceError("--games names no game")
+        if len(set(self.games)) != len(self.games):
+            raise ReproduceError("--games names a game twice")
+        if not 1 <= self.seeds <= 20:
+            raise ReproduceError(f"--seeds must be between 1 and 20, got {self.seeds}")
+
+    def plan(self) -> dict[str, Any]:
+        """What the folder holds (its identity: an existing folder must hold this plan)."""
+        return {"games": list(self.games), "seeds": self.seeds, "quick": self.quick,
+                "mechanism": self.mechanism, "joint": self.joint}  # fmt: skip
+
+
+QUICK = {
+    "sft_episodes": 60,
+    "steps": 4,
+    "checkpoint_every": 2,
+    "eval_episodes": 4,
+    "in_play_episodes": 0,
+}
+"""``--quick``: SFT on 60 demonstrator episodes per game, 4 GRPO steps with a checkpoint
+every 2, 4 evaluation episodes per opponent, no in-play Kuhn measurement. Enough to run
+every stage, the report included; far too little to train anything."""
+
+
+def recipe(games: tuple[str, ...], seed: int, out: Path, quick: bool) -> TrainSettings:
+    """The ``sepo train`` settings of one run of the plan: ``sepo train``'s defaults (the
+    CPU main job on the tiny model, whose docstrings give the measurements behind each
+    number), or :data:`QUICK`. TensorBoard logs are off: the report reads the trainer's
+    log history from the checkpoints."""
+    extra: dict[str, Any] = dict(QUICK) if quick else {}
+    return TrainSettings(games=games, seed=seed, out=str(out), report_to="none", **extra)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    kind: str
+    """``main``, ``mechanism`` or ``joint``."""
+    games: tuple[str, ...]
+    seed: int
+    folder: Path
+    settings: TrainSettings
+    source: Path | None = None
+    """The run whose SFT stage (and Base/SFT evaluations) this one starts from."""
+
+    @property
+    def label(self) -> str:
+        return str(self.folder)
+
+
+def planned_runs(r: ReproduceSettings) -> list[PlannedRun]:
+    """Every run of the plan, in the order they are run: each game's seeds first, then
+    the mechanism study (which starts from the IPD runs' SFT), then the joint model."""
+    out = Path(r.out)
+    runs: list[PlannedRun] = []
+    for game in r.games:
+        for seed in range(r.seeds):
+            folder = out / game / f"seed-{seed}"
+            runs.append(
+                PlannedRun("main", (game,), seed, folder, recipe((game,), seed, folder, r.quick))
+            )
+    if r.mechanism and "ipd" in r.games:
+        for seed in range(r.seeds):
+            source = out / "ipd" / f"seed-{seed}"
+            for variant in MECHANISM_VARIANTS:
+                folder = out / "mechanism" / "ipd" / f"seed-{seed}" / variant
+                base = recipe(("ipd",), seed, folder, r.quick)
+                settings = dataclasses.replace(
+                    base, penalty=variant, control="none", sft_from=str(source)
+                )
+                runs.append(PlannedRun("mechanism", ("ipd",), seed, folder, settings, source))
+    if r.joint:
+        for seed in range(r.seeds):
+            folder = out / "joint" / f"seed-{seed}"
+            runs.append(
+                PlannedRun(
+                    "joint", JOINT_GAMES, seed, folder, recipe(JOINT_GAMES, seed, folder, r.quick)
+                )
+            )
+    return runs
+
+
+def check_folder(r: ReproduceSettings) -> None:
+    """Refuse (:class:`ReproduceError`) an ``--out`` that holds something else: a file,
+    a different plan, or a non-empty folder that is not a reproduce folder."""
+    out = Path(r.out)
+    if out.exists() and not out.is_dir():
+        raise ReproduceError(f"{out} exists and is not a folder")
+    plan_file = out / PLAN_FILE
+    if plan_file.is_file():
+        try:
+            theirs = json.loads(plan_file.read_text())["plan"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReproduceError(f"{plan_file} is unreadable ({exc}); delete the folder") from exc
+        if theirs != r.plan():
+            diff = sorted(k for k in r.plan() if theirs.get(k) != r.plan()[k])
+            raise ReproduceError(
+                f"{out} holds another plan (different {', '.join(diff) or 'settings'}); "
+                "use another --out"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        raise ReproduceError(f"{out} is not empty and holds no reproduce plan; use another --out")
+
+
+def finished(run: PlannedRun) -> bool:
+    return (run.folder / "summary.json").is_file() and run_settings(run.folder) is not None
+
+
+def _start_from_source(run: PlannedRun) -> None:
+    """A mechanism run shares its source's Base and SFT evaluations (the same policies,
+    seeds and settings: recomputing them would give the same files)."""
+    assert run.source is not None
+    for stage in ("base", "sft"):
+        src, dst = run.source / "eval" / stage, run.folder / "eval" / stage
+        if src.is_dir() and not dst.exists():
+            shutil.copytree(src, dst)
+
+
+def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]:
+    """Run (or finish) the plan; returns its runs. Each run is a ``sepo train`` run
+    directory, resumed where it stopped."""
+    check_folder(r)
+    out = Path(r.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / PLAN_FILE
+    if not plan_file.is_file():
+        _write_json(plan_file, {"plan": r.plan(), "settings": dataclasses.asdict(r)})
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = (
+        json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    )
+    runs = planned_runs(r)
+    for k, run in enumerate(runs, 1):
+        rel = str(run.folder.relative_to(out))
+        if finished(run):
+            log(f"[{k}/{len(runs)}] {rel}: finished, skipped")
+            continue
+        log(f"[{k}/{len(runs)}] {rel}")
+        started = time.time()
+        resume = run_settings(run.folder) is not None
+        if resume:
+            existing = run_settings(run.folder)
+            if existing != run.settings:
+                raise ReproduceError(f"{run.folder} was started with other settings")
+        if run.source is not None:
+            if not finished_source(run.source):
+                raise ReproduceError(f"{run.source} has not finished; it should have run first")
+            run.folder.mkdir(parents=True, exist_ok=True)
+            _start_from_source(run)
+        run_pipeline(run.settings, resume=resume, log=lambda m: log(f"  {m}"))
+        timings[rel] = round(timings.get(rel, 0.0) + time.time() - started, 1)
+        _write_json(timings_file, timings)
+    return runs
+
+
+def finished_source(folder: Path) -> bool:
+    return (folder / "summary.json").is_file()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
