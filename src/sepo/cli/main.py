@@ -71,13 +71,12 @@ class UsageError(ValueError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from sepo.core.errors import SepoError
     from sepo.policies.gguf import GGUFError
     from sepo.policies.local import RemoteCodeRefused
     from sepo.policies.resolve import PolicySpecError
     from sepo.train.sft import SFTError
     from sepo.train.token_rollout import TemplateNotPrefixStable
-
-    from sepo.core.errors import SepoError
 
     return (
         SepoError,

@@ -55,8 +55,9 @@ def reproduce(
     if report:
         from sepo.report import write_report
 
-        write_report([out], out / "report", header=_header(["sepo reproduce", *sys.argv[2:]]),
-                     overwrite=True)  # fmt: skip
+        write_report(
+            [out], out / "report", header=_header(["sepo reproduce", *sys.argv[2:]]), overwrite=True
+        )
         console.print(f"report: {out / 'report' / 'report.md'} and report.html")
 
 
@@ -78,9 +79,12 @@ def report_cmd(
     from sepo.report import write_report
 
     result = write_report(
-        runs, out, header=_header(["sepo report", *sys.argv[2:]]), n_boot=n_boot,
+        runs,
+        out,
+        header=_header(["sepo report", *sys.argv[2:]]),
+        n_boot=n_boot,
         overwrite=overwrite,
-    )  # fmt: skip
+    )
     tables = sum(len(e["tables"]) for e in result["experiments"])
     console.print(
         f"{len(result['experiments'])} experiments, {tables} tables: {out / 'report.md'}, "

@@ -174,6 +174,11 @@ def read_samples(out_dir: Path) -> dict[str, ClusteredSample]:
         for line in fh:
             row = json.loads(line)
             rows.setdefault(str(row["game"]), []).append(
-                (str(row["pool"]), str(row["opponent"]), int(row["seed"]), EpisodeStats.from_json(row))
+                (
+                    str(row["pool"]),
+                    str(row["opponent"]),
+                    int(row["seed"]),
+                    EpisodeStats.from_json(row),
+                )
             )
     return {game: clustered_sample(r) for game, r in rows.items()}

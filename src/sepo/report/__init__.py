@@ -100,6 +100,11 @@ def _figures(report: dict[str, Any], root: Path) -> dict[str, str]:
                 exp["mechanism"],
             )
         for folder, curves in exp["curves"].items():
-            add(f"curves_{folder}", f"curves-{figures.slug(folder)}", figures.training_curves,
-                curves, folder)  # fmt: skip
+            add(
+                f"curves_{folder}",
+                f"curves-{figures.slug(folder)}",
+                figures.training_curves,
+                curves,
+                folder,
+            )
     return made

@@ -63,8 +63,14 @@ def delta_safety(report: dict[str, Any], path: Path) -> bool:
             max(0.0, d["high"] - x) if d and d.get("high") is not None else 0.0
             for x, d in zip(v, values, strict=True)
         ]
-        ax.bar(xs, v, width, yerr=[lo, hi], capsize=3,
-               label="SEPO − control" if name == "sepo-control" else "SEPO − SFT")  # fmt: skip
+        ax.bar(
+            xs,
+            v,
+            width,
+            yerr=[lo, hi],
+            capsize=3,
+            label="SEPO − control" if name == "sepo-control" else "SEPO − SFT",
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("ΔSafety")

@@ -151,7 +151,7 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
                     "Adv (held-out)",
                 ),
                 held,
-            )  # fmt: skip
+            )
         )
     if table["differences"]:
         drows = []
@@ -189,14 +189,14 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
                     fmt(d["exploit_with_best_responder"]),
                     fmt(d["safety"]),
                     " ".join("below" if b else "not below" for b in exact["sepo_below_control"]),
-                )  # fmt: skip
+                )
             )
         blocks.append(Para("Kuhn, exact (the extracted strategy of each seed's policy):"))
         blocks.append(
             TableBlock(
                 ("", "exploitability", "in play", "Exploit", "Exploit + BR", "Safety", "per seed"),
                 tuple(erows),
-            )  # fmt: skip
+            )
         )
         if exact.get("sft_target_exploitability") is not None:
             blocks.append(
@@ -228,6 +228,32 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
                 f"demonstrators' ({fid['rate']:.1%}; per seed "
                 + ", ".join(f"{v:.1%}" for v in fid["per_seed"])
                 + ")."
+            )
+        )
+    beh = table.get("sft_behaviour")
+    if beh and beh.get("tv_distance") is not None:
+        actions = sorted(set(beh["data_actions"]) | set(beh["played_actions"]))
+        blocks.append(
+            Para(
+                "SFT play against the demonstrators, situation by situation (reasoning line): "
+                f"mean total variation distance {beh['tv_distance']:.3f} over "
+                f"{beh['situations']} situations, which hold "
+                f"{beh['played_in_known_situations']:.0%} of the SFT policy's own answers."
+            )
+        )
+        blocks.append(
+            TableBlock(
+                ("action share", *actions),
+                (
+                    (
+                        "demonstrators (SFT data)",
+                        *(f"{beh['data_actions'].get(a, 0.0):.3f}" for a in actions),
+                    ),
+                    (
+                        "SFT policy (evaluation)",
+                        *(f"{beh['played_actions'].get(a, 0.0):.3f}" for a in actions),
+                    ),
+                ),
             )
         )
     return blocks
@@ -263,7 +289,7 @@ def _mechanism_blocks(mech: dict[str, Any], figure: str | None) -> list[Block]:
                 "eval Safety",
             ),
             tuple(rows),
-        )  # fmt: skip
+        )
     )
     gap = mech.get("shared_vs_reward_only_max_gap")
     if gap is not None:

@@ -134,6 +134,50 @@ class Run:
         state = _read_json(ckpts[-1] / "trainer_state.json")
         return [row for row in state.get("log_history", []) if "step" in row and "loss" in row]
 
+    def demonstrator_situations(self, game: str) -> Situations:
+        """Per situation (a demonstrator answer's reasoning line, which states what the
+        player sees), the counts of each action in the SFT training data of ``game``."""
+        out: Situations = {}
+        path = self.folder / "sft-data" / "train.jsonl"
+        if not path.is_file():
+            return out
+        from sepo.games import make_game
+
+        name = make_game(game).system_prompt()
+        with path.open() as fh:
+            for line in fh:
+                messages = json.loads(line).get("messages", [])
+                if not messages or messages[0].get("content") != name:
+                    continue
+                for m in messages:
+                    if m.get("role") == "assistant":
+                        situation, _, action = str(m["content"]).rpartition("\n")
+                        counts = out.setdefault(situation, {})
+                        counts[action] = counts.get(action, 0) + 1
+        return out
+
+    def played_situations(self, stage: str, game: str) -> Situations:
+        """The same counts from the stage's evaluation episodes: the first line of each
+        answer the model wrote itself (valid, no fallback) and the action it was read as."""
+        out: Situations = {}
+        folder = self.stage_eval(stage)
+        path = folder / "episodes.jsonl" if folder else None
+        if path is None or not path.is_file():
+            return out
+        with path.open() as fh:
+            for line in fh:
+                ep = json.loads(line)
+                if ep.get("game") != game:
+                    continue
+                for turn in ep.get("turns", []):
+                    if not turn.get("valid") or turn.get("fallback", "none") != "none":
+                        continue
+                    situation = str(turn.get("raw", "")).split("\n", 1)[0].strip()
+                    action = _action_text(turn.get("action"))
+                    counts = out.setdefault(situation, {})
+                    counts[action] = counts.get(action, 0) + 1
+        return out
+
     def ipd_worst_case(self, stage: str) -> dict[str, Any] | None:
         folder = self.stage_eval(stage)
         path = folder / "ipd_exact.json" if folder else None
@@ -141,6 +185,17 @@ class Run:
             return None
         data: dict[str, Any] = _read_json(path)
         return data
+
+
+Situations = dict[str, dict[str, int]]
+"""Action counts per situation (reasoning line)."""
+
+
+def _action_text(action: Any) -> str:
+    """An action as the demonstrators write it (:func:`sepo.games.text.format_action`)."""
+    from sepo.games.text import format_action
+
+    return format_action(tuple(action) if isinstance(action, list) else action)
 
 
 def is_run(folder: Path) -> bool:

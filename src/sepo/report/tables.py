@@ -88,6 +88,7 @@ def domain_table(exp: Experiment, game: str, *, n_boot: int, seed: int) -> dict[
         "rows": rows,
         "differences": diffs,
         "sft_fidelity": sft_fidelity(exp.runs, game),
+        "sft_behaviour": behaviour_match(exp.runs, game),
         "best_checkpoints": {
             arm: [r.arm(arm).get("best_checkpoint") for r in exp.runs]
             for arm in ("sepo", "control")
@@ -202,6 +203,58 @@ def sft_fidelity(runs: Sequence[Run], game: str) -> dict[str, Any]:
         "checked": checked,
         "rate": matched / checked if checked else None,
         "per_seed": per_seed,
+    }
+
+
+def behaviour_match(runs: Sequence[Run], game: str, stage: str = "sft") -> dict[str, Any] | None:
+    """How closely the stage's play follows the demonstrators, situation by situation:
+    per situation (the reasoning line, what the player sees), the total variation
+    distance between the action frequencies of the SFT data and those of the model's
+    own valid answers in its evaluation, averaged with the data's situation weights over
+    the situations both contain (pooled over seeds). Caveat: the data were played
+    against the demonstrators' opponents, the evaluation against the pools, so the
+    histories behind one situation differ and a faithful model need not reach 0;
+    sampling noise alone puts a floor under it too. Also the overall action shares."""
+    data: dict[str, dict[str, int]] = {}
+    played: dict[str, dict[str, int]] = {}
+    for r in runs:
+        for into, found in (
+            (data, r.demonstrator_situations(game)),
+            (played, r.played_situations(stage, game)),
+        ):
+            for situation, counts in found.items():
+                mine = into.setdefault(situation, {})
+                for action, n in counts.items():
+                    mine[action] = mine.get(action, 0) + n
+    common = [s for s in data if s in played]
+    if not data or not played:
+        return None
+    weight = {s: sum(data[s].values()) for s in common}
+    total_w = sum(weight.values())
+
+    def shares(counts: dict[str, int]) -> dict[str, float]:
+        n = sum(counts.values())
+        return {a: c / n for a, c in counts.items()} if n else {}
+
+    tv = 0.0
+    for s in common:
+        p, q = shares(data[s]), shares(played[s])
+        tv += weight[s] * 0.5 * sum(abs(p.get(a, 0.0) - q.get(a, 0.0)) for a in set(p) | set(q))
+    data_total = {
+        a: sum(c.get(a, 0) for c in data.values()) for a in {a for c in data.values() for a in c}
+    }
+    played_total = {
+        a: sum(c.get(a, 0) for c in played.values())
+        for a in {a for c in played.values() for a in c}
+    }
+    n_played = sum(sum(c.values()) for c in played.values())
+    n_common = sum(sum(played[s].values()) for s in common)
+    return {
+        "tv_distance": tv / total_w if total_w else None,
+        "situations": len(common),
+        "played_in_known_situations": n_common / n_played if n_played else None,
+        "data_actions": shares(data_total),
+        "played_actions": shares(played_total),
     }
 
 

@@ -40,12 +40,13 @@ from typing import Any
 
 from sepo.core.errors import SepoError
 from sepo.games import game_names
+from sepo.objective import PenaltyVariant
 from sepo.train.pipeline import TrainSettings, run_pipeline, run_settings
 
 Log = Callable[[str], None]
 
 PLAN_FILE = "reproduce.json"
-MECHANISM_VARIANTS = ("shared", "auxiliary")
+MECHANISM_VARIANTS: tuple[PenaltyVariant, ...] = ("shared", "auxiliary")
 """The mechanism study's arms beyond the main run's two (the default and reward_only)."""
 JOINT_GAMES = ("ipd", "auction", "negotiation")
 """The paper's multi-game model."""
