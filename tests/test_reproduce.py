@@ -1,0 +1,129 @@
+"""``sepo reproduce``'s plan: which runs, in which order, from which SFT policy; a rerun
+redoes nothing; a folder holding something else is refused before anything is written.
+The runs themselves are ``sepo train`` runs, tested in test_cli.py; here the pipeline is
+replaced by a recorder that writes what a finished run leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sepo.cli.main import app
+from sepo.train import reproduce
+from sepo.train.pipeline import TrainSettings
+from sepo.train.reproduce import ReproduceError, ReproduceSettings, planned_runs, run_reproduce
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> list[tuple[TrainSettings, bool]]:
+    calls: list[tuple[TrainSettings, bool]] = []
+
+    def fake_pipeline(
+        s: TrainSettings, *, resume: bool = False, log: Any = print
+    ) -> dict[str, Any]:
+        calls.append((s, resume))
+        out = Path(s.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"settings": s.to_json()}))
+        if s.sft_from is not None:
+            # What the pipeline needs from its source: a finished SFT stage.
+            assert (Path(s.sft_from) / "summary.json").is_file()
+        (out / "summary.json").write_text(json.dumps({"settings": s.to_json()}))
+        return {}
+
+    monkeypatch.setattr(reproduce, "run_pipeline", fake_pipeline)
+    return calls
+
+
+def test_the_plan_trains_every_game_and_seed_then_the_mechanism_arms_from_ipds_sft(
+    tmp_path: Path, recorder: list[tuple[TrainSettings, bool]]
+) -> None:
+    r = ReproduceSettings(games=("ipd", "kuhn"), seeds=2, quick=True, out=str(tmp_path / "r"))
+    run_reproduce(r, log=lambda m: None)
+    folders = [Path(s.out).relative_to(tmp_path / "r").as_posix() for s, _ in recorder]
+    assert folders == [
+        "ipd/seed-0",
+        "ipd/seed-1",
+        "kuhn/seed-0",
+        "kuhn/seed-1",
+        "mechanism/ipd/seed-0/shared",
+        "mechanism/ipd/seed-0/auxiliary",
+        "mechanism/ipd/seed-1/shared",
+        "mechanism/ipd/seed-1/auxiliary",
+    ]
+    main = [s for s, _ in recorder if s.sft_from is None]
+    assert all(s.penalty == "credited_mean" and s.control == "reward_only" for s in main)
+    assert [s.seed for s in main] == [0, 1, 0, 1]
+    mech = [s for s, _ in recorder if s.sft_from is not None]
+    assert [(s.penalty, s.control, s.seed) for s in mech] == [
+        ("shared", "none", 0),
+        ("auxiliary", "none", 0),
+        ("shared", "none", 1),
+        ("auxiliary", "none", 1),
+    ]
+    assert all(Path(s.sft_from or "").name == f"seed-{s.seed}" for s in mech)
+    # The mechanism arms differ from the main run only in objective and folder.
+    for s in mech:
+        source = next(m for m in main if m.games == ("ipd",) and m.seed == s.seed)
+        assert {k for k, v in s.to_json().items() if source.to_json()[k] != v} == {
+            "penalty",
+            "control",
+            "out",
+            "sft_from",
+        }
+    plan = json.loads((tmp_path / "r" / "reproduce.json").read_text())
+    assert plan["plan"]["games"] == ["ipd", "kuhn"]
+
+
+def test_a_rerun_redoes_nothing_and_a_cut_run_is_resumed(
+    tmp_path: Path, recorder: list[tuple[TrainSettings, bool]]
+) -> None:
+    r = ReproduceSettings(games=("auction",), seeds=2, quick=True, out=str(tmp_path / "r"))
+    run_reproduce(r, log=lambda m: None)
+    assert len(recorder) == 2
+    recorder.clear()
+    run_reproduce(r, log=lambda m: None)
+    assert recorder == []
+    (tmp_path / "r" / "auction" / "seed-1" / "summary.json").unlink()  # cut short
+    run_reproduce(r, log=lambda m: None)
+    assert [(Path(s.out).name, resume) for s, resume in recorder] == [("seed-1", True)]
+
+
+def test_another_plan_or_a_foreign_folder_is_refused_before_anything_is_written(
+    tmp_path: Path, recorder: list[tuple[TrainSettings, bool]]
+) -> None:
+    out = tmp_path / "r"
+    run_reproduce(
+        ReproduceSettings(games=("auction",), seeds=1, quick=True, out=str(out)), log=lambda m: None
+    )
+    before = sorted(p.as_posix() for p in out.rglob("*"))
+    with pytest.raises(ReproduceError, match="another plan"):
+        run_reproduce(ReproduceSettings(games=("auction",), seeds=2, quick=True, out=str(out)))
+    assert sorted(p.as_posix() for p in out.rglob("*")) == before
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(foreign)])
+    assert result.exit_code == 2 and "holds no reproduce plan" in result.output
+    assert "Traceback" not in result.output
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    bad = CliRunner().invoke(app, ["reproduce", "--games", "chess", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "chess" in bad.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_quick_and_default_recipes_differ_only_where_documented(tmp_path: Path) -> None:
+    quick = {
+        p.folder.name: p.settings
+        for p in planned_runs(ReproduceSettings(quick=True, seeds=1, out=str(tmp_path)))
+    }
+    full = {
+        p.folder.name: p.settings
+        for p in planned_runs(ReproduceSettings(seeds=1, out=str(tmp_path)))
+    }
+    q, f = quick["seed-0"].to_json(), full["seed-0"].to_json()
+    assert {k for k in q if q[k] != f[k]} == set(reproduce.QUICK)
