@@ -46,10 +46,10 @@ def test_the_plan_trains_every_game_and_seed_then_the_mechanism_arms_from_ipds_s
     run_reproduce(r, log=lambda m: None)
     folders = [Path(s.out).relative_to(tmp_path / "r").as_posix() for s, _ in recorder]
     assert folders == [
-        "ipd/seed-0",
-        "ipd/seed-1",
         "kuhn/seed-0",
         "kuhn/seed-1",
+        "ipd/seed-0",
+        "ipd/seed-1",
         "mechanism/ipd/seed-0/shared",
         "mechanism/ipd/seed-0/auxiliary",
         "mechanism/ipd/seed-1/shared",
@@ -58,6 +58,7 @@ def test_the_plan_trains_every_game_and_seed_then_the_mechanism_arms_from_ipds_s
     main = [s for s, _ in recorder if s.sft_from is None]
     assert all(s.penalty == "credited_mean" and s.control == "reward_only" for s in main)
     assert [s.seed for s in main] == [0, 1, 0, 1]
+    assert [s.games for s in main] == [("kuhn",), ("kuhn",), ("ipd",), ("ipd",)]
     mech = [s for s, _ in recorder if s.sft_from is not None]
     assert [(s.penalty, s.control, s.seed) for s in mech] == [
         ("shared", "none", 0),
@@ -77,6 +78,9 @@ def test_the_plan_trains_every_game_and_seed_then_the_mechanism_arms_from_ipds_s
         }
     plan = json.loads((tmp_path / "r" / "reproduce.json").read_text())
     assert plan["plan"]["games"] == ["ipd", "kuhn"]
+    recorder.clear()  # the same plan, named in another order: nothing to do
+    run_reproduce(ReproduceSettings(games=("kuhn", "ipd"), seeds=2, quick=True, out=r.out))
+    assert recorder == []
 
 
 def test_a_rerun_redoes_nothing_and_a_cut_run_is_resumed(

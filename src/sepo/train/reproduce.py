@@ -81,7 +81,7 @@ class ReproduceSettings:
 
     def plan(self) -> dict[str, Any]:
         """What the folder holds (its identity: an existing folder must hold this plan)."""
-        return {"games": list(self.games), "seeds": self.seeds, "quick": self.quick,
+        return {"games": sorted(self.games), "seeds": self.seeds, "quick": self.quick,
                 "mechanism": self.mechanism, "joint": self.joint}  # fmt: skip
 
 
@@ -123,11 +123,12 @@ class PlannedRun:
 
 
 def planned_runs(r: ReproduceSettings) -> list[PlannedRun]:
-    """Every run of the plan, in the order they are run: each game's seeds first, then
-    the mechanism study (which starts from the IPD runs' SFT), then the joint model."""
+    """Every run of the plan, in the order they are run: each game's seeds, IPD last,
+    then the mechanism study (which starts from the IPD runs' SFT), then the joint
+    model. The order of ``games`` does not matter."""
     out = Path(r.out)
     runs: list[PlannedRun] = []
-    for game in r.games:
+    for game in sorted(r.games, key=lambda g: (g == "ipd", game_names().index(g))):
         for seed in range(r.seeds):
             folder = out / game / f"seed-{seed}"
             runs.append(
@@ -163,7 +164,8 @@ def check_folder(r: ReproduceSettings) -> None:
     plan_file = out / PLAN_FILE
     if plan_file.is_file():
         try:
-            theirs = json.loads(plan_file.read_text())["plan"]
+            theirs = dict(json.loads(plan_file.read_text())["plan"])
+            theirs["games"] = sorted(theirs["games"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReproduceError(f"{plan_file} is unreadable ({exc}); delete the folder") from exc
         if theirs != r.plan():
