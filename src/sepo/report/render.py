@@ -198,6 +198,9 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
                 tuple(erows),
             )
         )
+        freq = _kuhn_frequency_table(exact)
+        if freq is not None:
+            blocks.append(freq)
         if exact.get("sft_target_exploitability") is not None:
             blocks.append(
                 Para(
@@ -257,6 +260,27 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
             )
         )
     return blocks
+
+
+def _kuhn_frequency_table(exact: dict[str, Any]) -> TableBlock | None:
+    """Bet/call probability per information set (mean over seeds) beside Nash's range
+    over α ∈ [0, 1/3] (the second actor's is a point: J bluff 1/3, Q call 1/3)."""
+    from sepo.exact.kuhn import INFOSET_LABELS, INFOSETS, nash_frequency_ranges
+
+    stages = [s for s in ("sft", "sepo", "control") if exact.get(s, {}).get("strategy")]
+    if not stages:
+        return None
+    ranges = nash_frequency_ranges()
+    rows = []
+    for key in INFOSETS:
+        lo, hi = ranges[key]
+        nash = f"{lo:.3f}" if abs(hi - lo) < 1e-12 else f"{lo:.3f}–{hi:.3f}"
+        rows.append(
+            (key, INFOSET_LABELS[key], *(f"{exact[s]['strategy'][key]:.3f}" for s in stages), nash)
+        )
+    return TableBlock(
+        ("infoset", "meaning", *(STAGE_LABELS[s] for s in stages), "Nash"), tuple(rows)
+    )
 
 
 def _mechanism_blocks(mech: dict[str, Any], figure: str | None) -> list[Block]:
