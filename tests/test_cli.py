@@ -402,6 +402,25 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     from sepo.exact.kuhn import INFOSETS
 
     assert list(summary["sft_target"]["strategy"]) == list(INFOSETS)
+    # Base, SFT and the best checkpoints also meet the held-out pool, on the same seeds.
+    for stage, folder in {"base": run / "eval" / "base", **in_play_dirs}.items():
+        assert (folder / "heldout" / "stats.jsonl").exists()
+        assert summary[stage]["heldout_eval"]["kuhn"]["pay"]["value"] is not None
+    # The report reads the run as it is, and its figures agree with the run's own.
+    from sepo.report import write_report
+
+    report = write_report([run], tmp_path / "report", n_boot=100)
+    table = report["experiments"][0]["tables"]["kuhn"]
+    assert set(table["rows"]) == {"base", "sft", "sepo", "control"}
+    for stage in ("sft", "sepo"):
+        row = table["rows"][stage]
+        assert row["safety"]["value"] == pytest.approx(summary[stage]["safety"])
+        held = summary[stage]["heldout_eval"]["kuhn"]["pay"]["value"]
+        assert row["heldout_pay"]["value"] == pytest.approx(held)
+        assert table["exact"][stage]["exploitability"]["value"] == pytest.approx(
+            summary[stage]["exploitability"]
+        )
+    assert list(table["exact"]["sepo"]["strategy"]) == list(INFOSETS)
 
 
 def test_eval_max_active_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
