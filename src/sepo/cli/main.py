@@ -114,6 +114,8 @@ def cli_errors(fn: F) -> F:
             missing = (getattr(exc, "name", None) or "").split(".")[0]
             if missing in TRAIN_EXTRA_MODULES:
                 fail(f"this command needs {missing}: pip install 'sepo[train]'")
+            if missing == "matplotlib":
+                fail("this command needs matplotlib: pip install 'sepo[report]'")
             first = str(exc).strip().splitlines()
             fail(first[0] if first else type(exc).__name__)
         except _user_errors() as exc:
