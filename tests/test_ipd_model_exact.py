@@ -348,3 +348,27 @@ def test_cli_strategy_file_for_ipd(tmp_path: Path) -> None:
         app, ["eval", "--game", "ipd", "--policy", f"strategy:{short}", "--episodes", "1"]
     )
     assert result.exit_code == 2 and "2-round IPD" in result.output, result.output
+
+
+def test_the_pipeline_records_a_models_worst_case_and_reuses_it(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sepo.train.pipeline as pipeline
+
+    game = make_game("ipd", rounds=2)
+    s = pipeline.TrainSettings(games=("ipd",), out=str(tmp_path), temperature=0.9)
+    out = tmp_path / "eval" / "sft"
+    entry = pipeline.ipd_worst_case(s, str(model_dir), out, log=lambda _: None, game=game)
+    table = IPDTableStrategy.from_json(out / pipeline.IPD_TABLE_FILE)
+    assert len(table.cooperate) == entry["histories"] == 1 + 4
+    expected = ipd_exploitability(table, game)
+    assert entry["exploitability"] == pytest.approx(expected.exploitability, abs=1e-12)
+    assert entry["advantage"] == pytest.approx(expected.advantage, abs=1e-12)
+    assert entry["temperature"] == 0.9 and entry["rounds"] == 2
+    assert json.loads((out / pipeline.IPD_EXACT_FILE).read_text()) == entry
+
+    def no_model(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the cached worst case must not load the model again")
+
+    monkeypatch.setattr(pipeline, "_load_for_eval", no_model)
+    assert pipeline.ipd_worst_case(s, str(model_dir), out, game=game) == entry

@@ -75,6 +75,7 @@ def test_the_plan_trains_every_game_and_seed_then_the_mechanism_arms_from_ipds_s
             "control",
             "out",
             "sft_from",
+            "ipd_worst_case",
         }
     plan = json.loads((tmp_path / "r" / "reproduce.json").read_text())
     assert plan["plan"]["games"] == ["ipd", "kuhn"]
@@ -131,3 +132,50 @@ def test_quick_and_default_recipes_differ_only_where_documented(tmp_path: Path) 
     }
     q, f = quick["seed-0"].to_json(), full["seed-0"].to_json()
     assert {k for k in q if q[k] != f[k]} == set(reproduce.QUICK)
+
+
+def test_a_rerun_adds_the_ipd_worst_cases_a_finished_run_lacks(
+    tmp_path: Path, recorder: list[tuple[TrainSettings, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sepo.train.pipeline as pipeline
+
+    r = ReproduceSettings(games=("ipd",), seeds=1, quick=True, out=str(tmp_path / "r"))
+    run_reproduce(r, log=lambda m: None)
+    run = tmp_path / "r" / "ipd" / "seed-0"
+    # A run finished by an earlier version: entries for SFT and both arms, no worst case.
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(
+        sft={"pay": 1.0},
+        sepo={"pay": 2.0},
+        control={"pay": 3.0},
+        best_checkpoint="checkpoint-4",
+        control_arm={"best_checkpoint": "checkpoint-2"},
+    )
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "sft").mkdir()
+    (run / "sft" / "sft_result.json").write_text(json.dumps({"adapter": None}))
+    computed: list[tuple[str, Path]] = []
+
+    def fake_worst_case(s: TrainSettings, path: str, out: Path, *_: Any, **__: Any) -> Any:
+        computed.append((Path(path).relative_to(run).as_posix(), out.relative_to(run)))
+        return {"exploitability": 0.5 * len(computed)}
+
+    monkeypatch.setattr(pipeline, "ipd_worst_case", fake_worst_case)
+    recorder.clear()
+    run_reproduce(r, log=lambda m: None)
+    assert recorder == []  # nothing retrained
+    assert computed == [
+        ("sft", Path("eval/sft")),
+        ("sepo/checkpoint-4", Path("eval/sepo/checkpoint-4")),
+        ("control/checkpoint-2", Path("eval/control/checkpoint-2")),
+    ]  # and not for the mechanism arms, whose SFT policy is this run's
+    done = json.loads((run / "summary.json").read_text())
+    assert [done[k]["ipd_worst_case"]["exploitability"] for k in ("sft", "sepo", "control")] == [
+        0.5,
+        1.0,
+        1.5,
+    ]
+    assert done["sepo"]["pay"] == 2.0 and "ipd worst case" in done["timings_s"]
+    computed.clear()
+    run_reproduce(r, log=lambda m: None)
+    assert computed == []

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import write_json_atomic, write_lines_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import Strategy
 from sepo.evaluate.kuhn_exact import KuhnExactMetrics, kuhn_exact_metrics
@@ -132,17 +133,22 @@ def write_outputs(
     payload = summary_json(evaluations)
     if extra:
         payload["run"] = extra
-    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    with (out_dir / "episodes.jsonl").open("w") as fh:
-        for ev in evaluations:
-            for ep in ev.episodes:
-                fh.write(json.dumps(ep.to_json()) + "\n")
-    with (out_dir / STATS_FILE).open("w") as fh:
+    # Each file atomically, metrics.json last: a metrics.json is never beside a
+    # truncated episodes.jsonl.
+    write_lines_atomic(
+        out_dir / "episodes.jsonl",
+        (json.dumps(ep.to_json()) for ev in evaluations for ep in ev.episodes),
+    )
+
+    def stats_lines() -> Iterator[str]:
         for ev in evaluations:
             facts = make_game(ev.game).facts
             for ep in ev.episodes:
                 head = {"game": ep.game, "pool": ep.pool, "opponent": ep.opponent, "seed": ep.seed}
-                fh.write(json.dumps({**head, **episode_stats(facts, ep).to_json()}) + "\n")
+                yield json.dumps({**head, **episode_stats(facts, ep).to_json()})
+
+    write_lines_atomic(out_dir / STATS_FILE, stats_lines())
+    write_json_atomic(out_dir / "metrics.json", payload, allow_nan=False)
 
 
 STATS_FILE = "stats.jsonl"

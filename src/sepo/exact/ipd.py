@@ -25,7 +25,6 @@ agent's action probabilities there, which a scripted strategy gives exactly
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import write_json_atomic
 from sepo.core.types import Action, RoundOutcome, State, Strategy, View
 from sepo.exact.files import read_strategy_json
 from sepo.games import make_game
@@ -246,7 +246,7 @@ class IPDTableStrategy:
             "rounds": self.rounds,
             "cooperate": self.cooperate,
         }
-        Path(path).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        write_json_atomic(path, payload, indent=1)
 
     @classmethod
     def from_json(cls, path: str | Path) -> IPDTableStrategy:

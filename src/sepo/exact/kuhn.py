@@ -28,7 +28,6 @@ exploitability 11/24 (OpenSpiel's ``exploitability_test.py``).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import random
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sepo.core.files import write_json_atomic
 from sepo.core.types import View
 from sepo.exact.files import read_strategy_json
 
@@ -324,7 +324,7 @@ class KuhnStrategy:
     def to_json(self, path: str | Path) -> None:
         """Write ``{"name": ..., "probs": {...}}``; :meth:`from_json` reads it back exactly."""
         payload = {"name": self.name, "probs": self.to_dict()}
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(path, payload)
 
     def with_name(self, name: str) -> KuhnStrategy:
         return KuhnStrategy(name, self.probs)

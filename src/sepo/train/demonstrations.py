@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import write_json_atomic, write_lines_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.games import make_game
 from sepo.games.text import format_action
@@ -151,7 +152,5 @@ def dataset_card(
 def write_dataset(ds: SFTDataset, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", ds.train), ("valid", ds.valid)):
-        with (out / f"{name}.jsonl").open("w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-    (out / "card.json").write_text(json.dumps(ds.card, indent=2) + "\n")
+        write_lines_atomic(out / f"{name}.jsonl", (json.dumps(row) for row in rows))
+    write_json_atomic(out / "card.json", ds.card)

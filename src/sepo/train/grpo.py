@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import write_json_atomic, write_text_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts, Strategy
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
@@ -532,11 +533,12 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     _quiet_absent_terms()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grpo_settings.json").write_text(json.dumps(settings.to_json(), indent=2) + "\n")
+    write_json_atomic(out / "grpo_settings.json", settings.to_json())
     trainer, _ = build_trainer(settings)
     if trainer.is_world_process_zero() and not (out / INIT_FILE).exists():
         # Written before the first update: what the run started from, bit for bit.
-        (out / INIT_FILE).write_text(
+        write_text_atomic(
+            out / INIT_FILE,
             json.dumps(
                 {
                     "init": settings.init,
@@ -545,7 +547,7 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

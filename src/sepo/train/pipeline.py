@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import write_json_atomic
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
+from sepo.games.ipd import IPD
 from sepo.objective import (
     CONTROL_PENALTY,
     DEFAULT_PENALTY,
@@ -130,6 +132,11 @@ class TrainSettings:
     200 the best checkpoint of the main job read 0.041 (0.016-0.046) where 500 read 0.056
     (0.038-0.066). 300 keeps the main job near 9 minutes; pass 500 or more to compare
     closely with the first-decision figure."""
+    ipd_worst_case: bool = True
+    """IPD: the exact worst case (SPEC §4, the best response's advantage by dynamic
+    programming over the whole history tree) of the SFT policy and each arm's best
+    checkpoint, from the model's policy table (:func:`ipd_worst_case`). On 2 CPU cores
+    this costs minutes per policy (``seconds`` in each ``ipd_exact.json``)."""
     report_to: str = "tensorboard"
     sft_from: str | None = None
     """An earlier run directory whose base model, SFT data and SFT model this run reuses
@@ -274,7 +281,7 @@ def evaluate_model(
         entry["selection_safety"] = selection_safety(results)
     entry["eval_seconds"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(entry, indent=2) + "\n")
+    write_json_atomic(cached, entry)
     log(f"  evaluated {path} ({'sampled' if sampled else 'exact'}) in {entry['eval_seconds']} s")
     return entry
 
@@ -343,8 +350,55 @@ def in_play_exploitability(
         "counts": sampled.counts,
     }
     out.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(entry, indent=2) + "\n")
+    write_json_atomic(cached, entry)
     log(f"  in-play strategy of {path} in {time.time() - started:.1f} s")
+    return entry
+
+
+IPD_EXACT_FILE = "ipd_exact.json"
+IPD_TABLE_FILE = "ipd_strategy.json"
+
+
+def ipd_worst_case(
+    s: TrainSettings,
+    path: str,
+    out: Path,
+    adapter: str | None = None,
+    log: Log = print,
+    *,
+    game: IPD | None = None,
+) -> dict[str, Any]:
+    """The exact IPD worst case of a model (SPEC §4): its whole policy table
+    (:func:`sepo.policies.extract_ipd.extract_ipd_tree`, at the temperature the
+    evaluation samples at, so it is the policy the sampled evaluation played) and the
+    best response to it (:func:`sepo.exact.ipd.ipd_exploitability`). The table is saved
+    in ``out/ipd_strategy.json`` (``strategy:FILE`` replays it), the figures in
+    ``out/ipd_exact.json``, which is the cache. ``game``: the IPD (default: SPEC's
+    8 rounds)."""
+    cached = out / IPD_EXACT_FILE
+    if cached.is_file():
+        entry: dict[str, Any] = json.loads(cached.read_text())
+        return entry
+    from sepo.exact.ipd import ipd_exploitability
+    from sepo.policies.extract_ipd import extract_ipd_tree
+
+    started = time.time()
+    policy = _load_for_eval(s, path, adapter)
+    table = extract_ipd_tree(policy, s.sampling_temperature, game=game, name=f"extracted:{path}")
+    result = ipd_exploitability(table, game)
+    entry = {
+        **result.to_json(),
+        "temperature": s.sampling_temperature,
+        "histories": len(table.cooperate),
+        "seconds": round(time.time() - started, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_json(out / IPD_TABLE_FILE)
+    write_json_atomic(cached, entry)
+    log(
+        f"  IPD worst case of {path}: exploitability {result.exploitability:.4f} a round "
+        f"in {entry['seconds']:.0f} s"
+    )
     return entry
 
 
@@ -431,16 +485,13 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     timings: dict[str, float] = {}
     if resume and timings_file.is_file():
         timings = {k: float(v) for k, v in json.loads(timings_file.read_text()).items()}
-    (out / "config.json").write_text(
-        json.dumps(
-            {
-                "settings": s.to_json(),
-                "python": platform.python_version(),
-                "versions": library_versions(),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json_atomic(
+        out / "config.json",
+        {
+            "settings": s.to_json(),
+            "python": platform.python_version(),
+            "versions": library_versions(),
+        },
     )
 
     def stage(name: str) -> Callable[[], None]:
@@ -449,7 +500,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
 
         def done() -> None:
             timings[name] = round(timings.get(name, 0.0) + time.time() - t0, 1)
-            timings_file.write_text(json.dumps(timings, indent=2) + "\n")
+            write_json_atomic(timings_file, timings)
 
         return done
 
@@ -493,8 +544,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             if line:
                 log(f"  {line}")
     sft_result = json.loads((sft_dir / "sft_result.json").read_text())
-    sft_adapter = sft_result.get("adapter")
-    sft_path = base_path if sft_adapter else str(sft_dir)
+    sft_path, sft_adapter = sft_policy(s)
     done()
 
     # 3. SEPO-GRPO, and the control arm from the same SFT weights and rollout seeds
@@ -584,8 +634,62 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         "timings_s": timings,
         "settings": s.to_json(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if add_ipd_worst_case(s, summary, log=log):  # adds its seconds to ``timings``
+        write_json_atomic(timings_file, timings)
+    write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def sft_policy(s: TrainSettings) -> tuple[str, str | None]:
+    """(model path, adapter) of a run's SFT policy: a LoRA adapter on the base model, or
+    the fine-tuned model itself."""
+    out = Path(s.out)
+    base = s.model.removeprefix("hf:") if s.model.startswith("hf:") else str(out / "base-model")
+    adapter = json.loads((out / "sft" / "sft_result.json").read_text()).get("adapter")
+    return (base, str(adapter)) if adapter else (str(out / "sft"), None)
+
+
+def add_ipd_worst_case(s: TrainSettings, summary: dict[str, Any], log: Log = print) -> bool:
+    """IPD runs (:attr:`TrainSettings.ipd_worst_case`): the exact worst case of the SFT
+    policy and each arm's best checkpoint (:func:`ipd_worst_case`), added to their
+    summary entries (``ipd_worst_case``) and stored beside their evaluations. Also
+    completes a finished run that lacks them (``sepo reproduce`` does, for runs made
+    before). Returns whether anything was computed."""
+    if s.games != ("ipd",) or not s.ipd_worst_case:
+        return False
+    out = Path(s.out)
+    wanted = {"sft": "", "sepo": summary.get("best_checkpoint"), "control": _best(summary)}
+    todo = [
+        (stage, best)
+        for stage, best in wanted.items()
+        if isinstance(summary.get(stage), dict)
+        and "ipd_worst_case" not in summary[stage]
+        and (stage == "sft" or best)
+    ]
+    if not todo:
+        return False
+    started = time.time()
+    sft_path, sft_adapter = sft_policy(s)
+    stages: list[tuple[str, str, str | None, Path]] = []
+    for stage, best in todo:
+        if stage == "sft":
+            stages.append((stage, sft_path, sft_adapter, out / "eval" / "sft"))
+        else:
+            path, adapter = _checkpoint_policy(out / stage / str(best), sft_path)
+            stages.append((stage, path, adapter, out / "eval" / stage / str(best)))
+    for stage, path, adapter, folder in stages:
+        summary[stage]["ipd_worst_case"] = ipd_worst_case(s, path, folder, adapter, log=log)
+    timings = summary.setdefault("timings_s", {})
+    timings["ipd worst case"] = round(
+        float(timings.get("ipd worst case", 0.0)) + time.time() - started, 1
+    )
+    return True
+
+
+def _best(summary: dict[str, Any]) -> str | None:
+    arm = summary.get("control_arm") or {}
+    best: str | None = arm.get("best_checkpoint")
+    return best
 
 
 DIFFERENCE_EXACT = ("exploitability", "safety", "exploit", "exploit_with_best_responder", "pay")

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from sepo.core.errors import SepoError
+from sepo.core.files import write_json_atomic
 from sepo.games import game_names
 from sepo.objective import PenaltyVariant
-from sepo.train.pipeline import TrainSettings, run_pipeline, run_settings
+from sepo.train.pipeline import TrainSettings, add_ipd_worst_case, run_pipeline, run_settings
 
 Log = Callable[[str], None]
 
@@ -140,8 +141,14 @@ def planned_runs(r: ReproduceSettings) -> list[PlannedRun]:
             for variant in MECHANISM_VARIANTS:
                 folder = out / "mechanism" / "ipd" / f"seed-{seed}" / variant
                 base = recipe(("ipd",), seed, folder, r.quick)
+                # The worst case of the SFT policy is the source run's; the study
+                # follows training, so its arms skip the minutes of tabulation.
                 settings = dataclasses.replace(
-                    base, penalty=variant, control="none", sft_from=str(source)
+                    base,
+                    penalty=variant,
+                    control="none",
+                    sft_from=str(source),
+                    ipd_worst_case=False,
                 )
                 runs.append(PlannedRun("mechanism", ("ipd",), seed, folder, settings, source))
     if r.joint:
@@ -210,6 +217,7 @@ def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]
         rel = str(run.folder.relative_to(out))
         if finished(run):
             log(f"[{k}/{len(runs)}] {rel}: finished, skipped")
+            _complete(run, log=lambda m: log(f"  {m}"))
             continue
         log(f"[{k}/{len(runs)}] {rel}")
         started = time.time()
@@ -229,11 +237,19 @@ def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]
     return runs
 
 
+def _complete(run: PlannedRun, log: Log) -> None:
+    """What a finished run made by an earlier version lacks: IPD's exact worst cases."""
+    summary_file = run.folder / "summary.json"
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReproduceError(f"{summary_file} is unreadable ({exc}); delete the run") from exc
+    if add_ipd_worst_case(run.settings, summary, log=log):
+        _write_json(summary_file, summary)
+
+
 def finished_source(folder: Path) -> bool:
     return (folder / "summary.json").is_file()
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+_write_json = write_json_atomic

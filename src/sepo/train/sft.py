@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sepo.core.files import write_json_atomic
 from sepo.rollout.protocol import Message
 
 if TYPE_CHECKING:
@@ -761,9 +762,7 @@ def run_sft(settings: SFTSettings) -> SFTResult:
     prepared.tokenizer.save_pretrained(str(s.out))
     history = list(trainer.state.log_history)
     (s.out / LOG_DIR).mkdir(exist_ok=True)
-    (s.out / LOG_DIR / "log_history.json").write_text(
-        json.dumps(history, indent=1) + "\n", encoding="utf-8"
-    )
+    write_json_atomic(s.out / LOG_DIR / "log_history.json", history, indent=1)
     losses = [float(h["loss"]) for h in history if "loss" in h]
     trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
@@ -940,4 +939,4 @@ def library_versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json_atomic(path, payload)

@@ -1,0 +1,67 @@
+"""Writing the files of a run folder so that a kill, a full disk or a link never leaves a
+half-written file or writes outside the folder.
+
+Every file is written to a temporary file in the same folder and renamed over its target
+(``os.replace``, atomic on POSIX): a reader, or a resumed run, sees the old file or the
+new one, never a truncated one. The rename replaces a symbolic link at the target instead
+of writing where it points. On failure the temporary file is removed and the target is
+left as it was; the error names the file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sepo.core.errors import SepoError
+
+
+class RunFileError(SepoError, OSError):
+    """A file of a run folder could not be written (names the file; one line)."""
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """A text file handle whose content replaces ``path`` only once the ``with`` block
+    ends without an error (module docstring)."""
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunFileError(f"could not write {target}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+
+
+def write_json_atomic(
+    path: str | Path, data: Any, *, indent: int | None = 2, allow_nan: bool = True
+) -> None:
+    """Write ``data`` as JSON (``default=str``, for paths) to ``path`` atomically."""
+    text = json.dumps(data, indent=indent, allow_nan=allow_nan, default=str)
+    write_text_atomic(path, text + "\n")
+
+
+def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
+    """Write one line per item of ``lines`` (each without its newline) atomically."""
+    with atomic_writer(path) as fh:
+        for line in lines:
+            fh.write(line)
+            fh.write("\n")
