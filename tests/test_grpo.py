@@ -202,6 +202,37 @@ def test_resume_matches_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_kill_during_a_save_resumes_from_the_previous_checkpoint(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """What a kill during the last save leaves (a checkpoint folder whose weights are
+    cut and whose trainer state was never written, no final model): the resume passes
+    it over, restarts from the checkpoint before, and ends on the uninterrupted run's
+    weights bit for bit."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from sepo.train.grpo import latest_checkpoint, run_finished, run_grpo
+
+    full = _settings(tiny_dir, tmp_path / "full")
+    run_grpo(full)
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    shutil.rmtree(cut / "final")
+    (cut / "checkpoint-2" / "trainer_state.json").unlink()
+    weights = cut / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert not run_finished(cut) and latest_checkpoint(cut) == cut / "checkpoint-1"
+    run_grpo(_settings(tiny_dir, cut), resume=True)
+    wa = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    wb = load_file(str(cut / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert latest_checkpoint(cut) == cut / "checkpoint-2"
+
+
+@pytest.mark.slow
 def test_two_process_cpu_run_through_accelerate(tiny_dir: Path, tmp_path: Path) -> None:
     """Scale-out is accelerate's: a 2-process CPU run completes and splits each step."""
     import os

@@ -93,7 +93,10 @@ def report_cmd(
 
 
 def _header(command: list[str]) -> list[str]:
-    """Provenance lines: the command, the commit, the machine."""
+    """Provenance lines: the command, the commit of the sepo source that ran (asked of
+    git where the package lives, not where the command was run), the machine."""
+    import sepo
+
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -101,6 +104,7 @@ def _header(command: list[str]) -> list[str]:
             text=True,
             timeout=5,
             check=False,
+            cwd=Path(sepo.__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""

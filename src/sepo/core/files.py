@@ -29,7 +29,10 @@ def atomic_writer(path: str | Path, encoding: str = "utf-8") -> Iterator[IO[str]
     """A text file handle whose content replaces ``path`` only once the ``with`` block
     ends without an error (module docstring)."""
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise RunFileError(f"could not write {target}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding=encoding) as fh:
@@ -65,3 +68,56 @@ def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
         for line in lines:
             fh.write(line)
             fh.write("\n")
+
+
+def read_json_cache(path: str | Path) -> Any | None:
+    """A cached result or marker file's JSON, or None when it is missing or does not parse
+    (what a write cut short by an earlier version left): the caller recomputes it
+    instead of failing on every resume."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+SAFETENSORS_HEADER_LIMIT = 100_000_000
+"""The largest safetensors header read (bytes); the format's own limit."""
+
+
+def safetensors_whole(path: str | Path) -> bool:
+    """Whether ``path`` is a whole safetensors file: its header parses and the file is as
+    long as the header's tensors say (a save cut short leaves a shorter file). Reads the
+    header only."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            size = int.from_bytes(head, "little")
+            if not 0 < size <= SAFETENSORS_HEADER_LIMIT:
+                return False
+            header = json.loads(fh.read(size))
+        if not isinstance(header, dict):
+            return False
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return p.stat().st_size >= 8 + size + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+def weights_whole(folder: str | Path) -> bool:
+    """Whether a model or adapter folder holds whole weights (:func:`safetensors_whole`);
+    a sharded model counts when its index and every shard are whole."""
+    f = Path(folder)
+    if any(safetensors_whole(f / name) for name in WEIGHT_FILES):
+        return True
+    try:
+        index = json.loads((f / "model.safetensors.index.json").read_text())
+        shards = set(index["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(shards) and all(safetensors_whole(f / str(s)) for s in shards)

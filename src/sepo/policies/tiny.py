@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sepo.core.files import weights_whole, write_json_atomic
+
 BOS = "<|bos|>"
 END = "<|end|>"
 """Closes every turn; the tokenizer's ``eos_token`` and the generation stop token."""
@@ -185,5 +187,18 @@ def build_tiny_model(
         "vocab_size": len(tokenizer),
         "num_parameters": n_params,
     }
-    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    # Written last: its presence marks a whole model folder (:func:`tiny_model_complete`).
+    write_json_atomic(out_dir / METADATA_FILE, metadata)
     return out_dir
+
+
+def tiny_model_complete(folder: str | Path) -> bool:
+    """Whether :func:`build_tiny_model` finished writing ``folder``: its metadata (written
+    last) parses, the tokenizer is there and the weights are whole. A folder left by a
+    build cut short is rebuilt instead of crashing the stage that reads it."""
+    f = Path(folder)
+    try:
+        json.loads((f / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (f / "tokenizer.json").is_file() and weights_whole(f)

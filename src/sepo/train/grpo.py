@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepo.core.files import write_json_atomic, write_text_atomic
+from sepo.core.files import weights_whole, write_json_atomic, write_text_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts, Strategy
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
@@ -500,12 +500,35 @@ def _mark_sft_base(folder: Path, sft_adapter: str) -> None:
         write_adapter_base(folder, [sft_adapter])
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(
-        (p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
+def checkpoint_complete(folder: Path) -> bool:
+    """Whether a checkpoint holds what a resume and an evaluation read: a
+    ``trainer_state.json`` that parses (the trainer writes it after the weights and the
+    optimizer) and whole weights. A kill during the save leaves neither."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return weights_whole(folder)
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The complete checkpoints of a GRPO run (:func:`checkpoint_complete`), oldest first;
+    a folder left by a save cut short is passed over."""
+    found = (p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
+    return sorted(
+        (p for p in found if checkpoint_complete(p)), key=lambda p: int(p.name.split("-")[-1])
     )
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint: where a resume starts."""
+    ckpts = checkpoints(out)
     return ckpts[-1] if ckpts else None
+
+
+def run_finished(out: Path) -> bool:
+    """Whether a GRPO run saved its final model (whole weights, not only a config)."""
+    return weights_whole(out / "final")
 
 
 class _TermAbsentFilter(logging.Filter):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepo.core.files import write_json_atomic
+from sepo.core.files import read_json_cache, write_json_atomic
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.games.ipd import IPD
@@ -52,7 +52,7 @@ from sepo.objective import (
 )
 from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
-from sepo.train.grpo import GRPOSettings, latest_checkpoint, run_grpo
+from sepo.train.grpo import GRPOSettings, checkpoints, latest_checkpoint, run_finished, run_grpo
 from sepo.train.sft import SFTError, library_versions
 
 Log = Callable[[str], None]
@@ -234,9 +234,9 @@ def evaluate_model(
     every pool (+ exact Kuhn figures), or with ``sampled=False`` (Kuhn only) the exact
     figures of its extracted strategy alone, which need no episodes."""
     cached = out / ("summary_entry.json" if sampled else "exact_entry.json")
-    if cached.exists():
-        entry: dict[str, Any] = json.loads(cached.read_text())
-        return entry
+    found = read_json_cache(cached)
+    if isinstance(found, dict):
+        return found
     from sepo.policies.extract import extract_prompt_strategy
 
     policy = _load_for_eval(s, path, adapter)
@@ -298,7 +298,8 @@ def evaluate_heldout(
     held-out pay and advantage with their intervals. Only Base, SFT and each arm's best
     checkpoint are played, since selection never reads it."""
     cached = out / "metrics.json"
-    if not cached.exists():
+    payload = read_json_cache(cached)
+    if not isinstance(payload, dict):
         started = time.time()
         policy = _load_for_eval(s, path, adapter)
         cfg = EvalConfig(episodes=s.eval_episodes, seed=s.seed + 1, pools=("heldout",))
@@ -309,7 +310,7 @@ def evaluate_heldout(
             extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
         )
         log(f"  held-out pool of {path} in {time.time() - started:.1f} s")
-    payload = json.loads(cached.read_text())
+        payload = json.loads(cached.read_text())
     games = payload.get("games", {s.games[0]: payload})
     return {game: games[game]["heldout"] for game in s.games}
 
@@ -333,9 +334,9 @@ def in_play_exploitability(
     (``sampled`` extraction, :attr:`TrainSettings.in_play_episodes` episodes), with its
     bootstrap interval; cached in ``out/in_play.json``."""
     cached = out / "in_play.json"
-    if cached.exists():
-        entry: dict[str, Any] = json.loads(cached.read_text())
-        return entry
+    found = read_json_cache(cached)
+    if isinstance(found, dict):
+        return found
     from sepo.exact.kuhn import exploitability
     from sepo.policies.extract import exploitability_interval, extract_sampled_strategy
 
@@ -376,9 +377,9 @@ def ipd_worst_case(
     ``out/ipd_exact.json``, which is the cache. ``game``: the IPD (default: SPEC's
     8 rounds)."""
     cached = out / IPD_EXACT_FILE
-    if cached.is_file():
-        entry: dict[str, Any] = json.loads(cached.read_text())
-        return entry
+    found = read_json_cache(cached)
+    if isinstance(found, dict):
+        return found
     from sepo.exact.ipd import ipd_exploitability
     from sepo.policies.extract_ipd import extract_ipd_tree
 
@@ -469,7 +470,7 @@ def copy_sft_stages(s: TrainSettings, source: Path, out: Path) -> None:
 
 def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) -> dict[str, Any]:
     from sepo.policies.corpus import game_corpus
-    from sepo.policies.tiny import build_tiny_model
+    from sepo.policies.tiny import build_tiny_model, tiny_model_complete
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
     from sepo.train.sft import SFTSettings, run_sft
 
@@ -483,8 +484,9 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     # (the time of a stage cut short is lost), and a finished stage adds ~0.
     timings_file = out / "timings.json"
     timings: dict[str, float] = {}
-    if resume and timings_file.is_file():
-        timings = {k: float(v) for k, v in json.loads(timings_file.read_text()).items()}
+    saved = read_json_cache(timings_file) if resume else None
+    if isinstance(saved, dict):
+        timings = {str(k): float(v) for k, v in saved.items() if isinstance(v, int | float)}
     write_json_atomic(
         out / "config.json",
         {
@@ -510,7 +512,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         base_path = s.model.removeprefix("hf:")
     else:
         base_dir = out / "base-model"
-        if not (base_dir / "config.json").exists():
+        if not tiny_model_complete(base_dir):
             build_tiny_model(base_dir, game_corpus(seed=s.seed), seed=s.seed)
         base_path = str(base_dir)
     done()
@@ -518,11 +520,11 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     # 2. SFT
     done = stage("sft")
     data_dir, sft_dir = out / "sft-data", out / "sft"
-    if not (data_dir / "card.json").exists():
+    if read_json_cache(data_dir / "card.json") is None:  # written last
         write_dataset(
             build_sft_dataset(list(s.games), episodes=s.sft_episodes, seed=s.seed), data_dir
         )
-    if not (sft_dir / "sft_result.json").exists():
+    if not isinstance(read_json_cache(sft_dir / "sft_result.json"), dict):
         model_spec = f"hf:{base_path}" if s.model.startswith("hf:") else f"tiny:{base_path}"
         result = run_sft(
             SFTSettings(
@@ -553,10 +555,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     for arm, _ in arms(s):
         g = grpo_settings(s, sft_path, sft_adapter, arm)
         arm_dirs[arm] = Path(g.out)
-        if (
-            not (arm_dirs[arm] / "final" / "config.json").exists()
-            and not (arm_dirs[arm] / "final" / "adapter_config.json").exists()
-        ):
+        if not run_finished(arm_dirs[arm]):
             log(f"  arm {arm}: penalty {g.penalty}")
             run_grpo(g, resume=resume and latest_checkpoint(arm_dirs[arm]) is not None)
     done()
@@ -579,7 +578,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     results: dict[str, dict[str, Any]] = {}
     for arm, arm_dir in arm_dirs.items():
         curve = []
-        for ckpt in sorted(arm_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])):
+        for ckpt in checkpoints(arm_dir):
             path, adapter = _checkpoint_policy(ckpt, sft_path)
             e = evaluate_model(
                 s, path, out / "eval" / arm / ckpt.name, adapter=adapter, log=log, sampled=not exact
