@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,29 @@ TRAIN_EXTRA_MODULES = frozenset(
 
 MAX_STEPS = 100_000
 """Most GRPO steps one run takes (TRL's dataset holds one prompt per group and step)."""
+
+# Bounds on every numeric option: a value outside is refused before any work starts
+# (exit 2, naming the option), so a typo cannot start an unbounded run or allocation.
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit (numpy's and torch's generators take them)."""
+MAX_EPISODES = 100_000
+"""Episodes per opponent (evaluation) or per game (SFT data)."""
+MAX_SAMPLED_EPISODES = 1_000_000
+"""Episodes of a sampled strategy extraction."""
+MAX_NEW_TOKENS = 4096
+"""Tokens one answer may run to (the key/value cache is sized by it)."""
+MAX_TEMPERATURE = 100.0
+"""Sampling temperatures above this are uniform sampling in all but name."""
+MAX_LEARNING_RATE = 1.0
+MAX_EPOCHS = 1000.0
+MAX_GROUP = 1024
+
+
+def _finite(value: float | None) -> float | None:
+    """Option callback: refuse NaN (which passes a range check) and infinities."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 class UsageError(ValueError):
@@ -277,8 +301,10 @@ def eval_cmd(
         typer.Option(help="scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, openai:MODEL@URL"),
     ] = "scripted:baseline",
     game: Annotated[str, typer.Option(help="A game, a comma-separated list, or 'all'.")] = "all",
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per opponent.")] = 50,
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    episodes: Annotated[
+        int, typer.Option(min=1, max=MAX_EPISODES, help="Episodes per opponent.")
+    ] = 50,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Run seed.")] = 0,
     out: Annotated[
         Path | None, typer.Option(help="Directory for metrics.json and episodes.jsonl.")
     ] = None,
@@ -287,9 +313,15 @@ def eval_cmd(
         str | None, typer.Option(help="PEFT adapter directory for hf: policies.")
     ] = None,
     temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")
+        float,
+        typer.Option(
+            min=0.0,
+            max=MAX_TEMPERATURE,
+            callback=_finite,
+            help="Sampling temperature (0 = greedy).",
+        ),
     ] = 0.0,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS)] = 48,
     heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
     max_active: Annotated[
         int,
@@ -417,6 +449,8 @@ def exploitability(
         float | None,
         typer.Option(
             min=0.05,
+            max=MAX_TEMPERATURE,
+            callback=_finite,
             help="Model policies: the temperature whose action probabilities are extracted "
             "(default: the training temperature, tiny 1.0, hf 0.8, as in `sepo train`'s summary).",
         ),
@@ -432,9 +466,15 @@ def exploitability(
         ),
     ] = "auto",
     episodes: Annotated[
-        int | None, typer.Option(min=1, help="Episodes for --mode sampled [default: 200].")
+        int | None,
+        typer.Option(
+            min=1, max=MAX_SAMPLED_EPISODES, help="Episodes for --mode sampled [default: 200]."
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of --mode sampled [default: 0].")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, max=MAX_SEED, help="Seed of --mode sampled [default: 0]."),
+    ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -660,7 +700,7 @@ def _ipd_exploitability(
 def play(
     game: Annotated[str, typer.Option(help="The game to play.")],
     opponent: Annotated[str, typer.Option(help="Opponent strategy name (see `sepo games`).")],
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
 ) -> None:
     """Play a game yourself against a scripted opponent in the terminal."""
     from sepo.core.types import View
@@ -713,7 +753,7 @@ def play(
 @cli_errors
 def model_init(
     out: Annotated[Path, typer.Option(help="Directory for the model.")] = Path("runs/tiny-model"),
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     overwrite: Annotated[bool, typer.Option()] = False,
 ) -> None:
     """Build the embedded default model (config + locally trained tokenizer); no download."""
@@ -756,9 +796,13 @@ def data_sft(
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, valid.jsonl, card.json.")],
     episodes: Annotated[
         int | None,
-        typer.Option(min=1, help="Episodes per game (default: the paper's decision counts)."),
+        typer.Option(
+            min=1,
+            max=MAX_EPISODES,
+            help="Episodes per game (default: the paper's decision counts).",
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     overwrite: Annotated[bool, typer.Option()] = False,
 ) -> None:
     """Demonstrator episodes as chat examples for supervised fine-tuning (SPEC §5)."""
@@ -785,9 +829,11 @@ def sft(
     lora: Annotated[
         bool | None, typer.Option("--lora/--no-lora", help="Default: LoRA for hf models.")
     ] = None,
-    epochs: Annotated[float | None, typer.Option(min=0.0)] = None,
-    lr: Annotated[float | None, typer.Option(min=0.0)] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[float | None, typer.Option(min=0.0, max=MAX_EPOCHS, callback=_finite)] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, max=MAX_LEARNING_RATE, callback=_finite)
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     overwrite: Annotated[bool, typer.Option()] = False,
     report_to: Annotated[str, typer.Option()] = "tensorboard",
 ) -> None:
@@ -843,7 +889,7 @@ def train(
         Path | None, typer.Option(help="Continue the interrupted run in this directory.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     steps: Annotated[int, typer.Option(min=1, max=MAX_STEPS, help="GRPO steps.")] = 25,
     penalty: Annotated[
         str,
@@ -863,29 +909,44 @@ def train(
     best_responder: Annotated[
         bool, typer.Option(help="Kuhn: exact best-responder in the exploit pool.")
     ] = True,
-    group_size: Annotated[int, typer.Option(min=2)] = 4,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = 5,
-    eval_episodes: Annotated[int, typer.Option(min=1)] = 10,
+    group_size: Annotated[int, typer.Option(min=2, max=MAX_GROUP)] = 4,
+    checkpoint_every: Annotated[int, typer.Option(min=1, max=MAX_STEPS)] = 5,
+    eval_episodes: Annotated[int, typer.Option(min=1, max=MAX_EPISODES)] = 10,
     in_play_episodes: Annotated[
         int,
         typer.Option(
             min=0,
+            max=MAX_SAMPLED_EPISODES,
             help="Kuhn: episodes measuring the in-play strategy of SFT and the best "
             "checkpoint (0: skip).",
         ),
     ] = 300,
     lr: Annotated[
-        float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=MAX_LEARNING_RATE,
+            callback=_finite,
+            help="GRPO learning rate (default depends on the model).",
+        ),
     ] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight (default 0.1; Kuhn 0.2).")] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=100.0, callback=_finite, help="KL weight (default 0.1; Kuhn 0.2)."
+        ),
+    ] = None,
     temperature: Annotated[
         float | None,
         typer.Option(
-            min=0.05, help="Rollout and evaluation temperature (default: tiny 1.0, hf 0.8)."
+            min=0.05,
+            max=MAX_TEMPERATURE,
+            callback=_finite,
+            help="Rollout and evaluation temperature (default: tiny 1.0, hf 0.8).",
         ),
     ] = None,
     sft_episodes: Annotated[
-        int, typer.Option(min=1, help="SFT demonstrator episodes per game.")
+        int, typer.Option(min=1, max=MAX_EPISODES, help="SFT demonstrator episodes per game.")
     ] = 400,
     report_to: Annotated[str, typer.Option(help="tensorboard, none, wandb…")] = "tensorboard",
     sft_from: Annotated[

@@ -174,6 +174,11 @@ def ipd_exploitability(strategy: Strategy, game: IPD | None = None) -> IPDExploi
 # ---------------------------------------------------------------------------- tables
 
 
+MAX_TABLE_ROUNDS = 12
+"""Most rounds of a strategy table (5.6 million histories); checked before its size is
+computed, so a file claiming a billion rounds is refused at once."""
+
+
 class IPDStrategyError(ValueError):
     """An IPD strategy table (a dict or a JSON file) is malformed (one-line message)."""
 
@@ -207,6 +212,11 @@ class IPDTableStrategy:
         rounds = self.rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise IPDStrategyError(f"an IPD strategy table needs rounds >= 1, not {rounds!r}")
+        if rounds > MAX_TABLE_ROUNDS:
+            raise IPDStrategyError(
+                f"an IPD strategy table has at most {MAX_TABLE_ROUNDS} rounds "
+                f"((4^r - 1) / 3 histories), not {rounds:,}"
+            )
         size = (4**rounds - 1) // 3
         if len(self.cooperate) != size:
             raise IPDStrategyError(

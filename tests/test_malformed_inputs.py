@@ -1,0 +1,112 @@
+"""Malformed command-line input is refused before any work: exit 2, a one-line message
+naming what is wrong, no traceback, and every file that was there before is byte for
+byte what it was (hashed before and after). Numbers have ranges (``sepo.cli.main``'s
+``MAX_*`` bounds), strategy files a size, depth and round limit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sepo.cli.main import app
+
+runner = CliRunner()
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _inputs(d: Path) -> None:
+    (d / "trunc.json").write_text('{"name": "x", "game": "ipd", "rounds": 3, "cooperate": {"":')
+    (d / "huge_int.json").write_text(
+        json.dumps({"name": "x", "game": "ipd", "rounds": 10**30, "cooperate": {}})
+    )
+    (d / "billion_rounds.json").write_text(
+        json.dumps({"name": "x", "game": "ipd", "rounds": 10**9, "cooperate": {}})
+    )
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "empty.json").write_text("")
+    (d / "run").mkdir()
+    (d / "run" / "metrics.json").write_text('{"keep": "me"}\n')
+
+
+CASES = [
+    (["eval", "--game", "ipd", "--seed", "-1"], "--seed"),
+    (["eval", "--game", "ipd", "--seed", str(2**40)], "--seed"),
+    (["eval", "--game", "ipd", "--episodes", "0"], "--episodes"),
+    (["eval", "--game", "ipd", "--episodes", str(10**14)], "--episodes"),
+    (["eval", "--game", "ipd", "--temperature", "inf"], "--temperature"),
+    (["eval", "--game", "ipd", "--temperature", "nan"], "--temperature"),
+    (["eval", "--game", "ipd", "--temperature", "-1"], "--temperature"),
+    (["eval", "--game", "ipd", "--max-new-tokens", "100000000"], "--max-new-tokens"),
+    (["eval", "--game", "ipd", "--max-active", "0"], "--max-active"),
+    (["eval", "--game", "chess"], "chess"),
+    (["eval", "--game", "ipd", "--policy", "bogus:x"], "bogus"),
+    (["eval", "--game", "ipd", "--out", "{d}/run"], "metrics.json"),
+    (["exploitability", "--game", "ipd", "--policy", "strategy:{d}/trunc.json"], "not valid JSON"),
+    (["exploitability", "--game", "ipd", "--policy", "strategy:{d}/huge_int.json"], "rounds"),
+    (["exploitability", "--game", "ipd", "--policy", "strategy:{d}/billion_rounds.json"], "rounds"),
+    (["exploitability", "--game", "ipd", "--policy", "strategy:{d}/deep.json"], "nested"),
+    (["exploitability", "--game", "kuhn", "--policy", "strategy:{d}/deep.json"], "nested"),
+    (["exploitability", "--game", "kuhn", "--policy", "strategy:{d}/empty.json"], "JSON"),
+    (["exploitability", "--game", "kuhn", "--policy", "strategy:{d}/absent.json"], "absent"),
+    (
+        [
+            "exploitability",
+            "--policy",
+            "scripted:nash",
+            "--mode",
+            "sampled",
+            "--episodes",
+            str(10**8),
+        ],
+        "--episodes",
+    ),
+    (["exploitability", "--policy", "tiny", "--temperature", "inf"], "--temperature"),
+    (["play", "--game", "ipd", "--opponent", "tit_for_tat", "--seed", "-3"], "--seed"),
+    (
+        ["data", "sft", "--game", "kuhn", "--out", "{d}/data", "--episodes", str(10**8)],
+        "--episodes",
+    ),
+    (["data", "sft", "--game", "kuhn", "--out", "{d}/data", "--seed", "-1"], "--seed"),
+    (["sft", "--game", "kuhn", "--out", "{d}/sft", "--epochs", "inf"], "--epochs"),
+    (["sft", "--game", "kuhn", "--out", "{d}/sft", "--lr", "nan"], "--lr"),
+    (["train", "--out", "{d}/t", "--steps", "0"], "--steps"),
+    (["train", "--out", "{d}/t", "--steps", str(10**9)], "--steps"),
+    (["train", "--out", "{d}/t", "--group-size", "100000"], "--group-size"),
+    (["train", "--out", "{d}/t", "--lr", "nan"], "--lr"),
+    (["train", "--out", "{d}/t", "--beta", "-1"], "--beta"),
+    (["train", "--out", "{d}/t", "--temperature", "inf"], "--temperature"),
+    (["train", "--out", "{d}/t", "--eval-episodes", str(10**9)], "--eval-episodes"),
+    (["train", "--out", "{d}/t", "--sft-episodes", str(10**9)], "--sft-episodes"),
+    (["train", "--out", "{d}/t", "--seed", "-1"], "--seed"),
+    (["model", "init", "--out", "{d}/m", "--seed", "-1"], "--seed"),
+    (["reproduce", "--seeds", "0", "--out", "{d}/r"], "--seeds"),
+    (["reproduce", "--games", "chess", "--out", "{d}/r"], "chess"),
+    (["report", "{d}/run", "--out", "{d}/rep", "--n-boot", "1"], "--n-boot"),
+    (["report", "{d}/nothing-here", "--out", "{d}/rep"], "nothing-here"),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), CASES, ids=[" ".join(a[:3]) for a, _ in CASES])
+def test_malformed_input_is_one_line_exit_2_and_touches_nothing(
+    tmp_path: Path, args: list[str], names: str
+) -> None:
+    _inputs(tmp_path)
+    before = _files(tmp_path)
+    result = runner.invoke(app, [a.replace("{d}", str(tmp_path)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert names in result.output
+    assert _files(tmp_path) == before
+    for made in ("data", "sft", "t", "m", "r", "rep"):
+        assert not (tmp_path / made).exists(), made
