@@ -110,3 +110,35 @@ def test_malformed_input_is_one_line_exit_2_and_touches_nothing(
     assert _files(tmp_path) == before
     for made in ("data", "sft", "t", "m", "r", "rep"):
         assert not (tmp_path / made).exists(), made
+
+
+def test_a_failing_overwrite_deletes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    made = runner.invoke(
+        app, ["data", "sft", "--game", "kuhn", "--out", str(data), "--episodes", "2"]
+    )
+    assert made.exit_code == 0, made.output
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"an": "earlier run"}\n')
+    (run / "sft_result.json").write_text('{"loss": 1.0}\n')
+    before = _files(tmp_path)
+    for model in (f"hf:{tmp_path}/nonexistent", f"tiny:{tmp_path}/nonexistent"):
+        result = runner.invoke(
+            app,
+            [
+                "sft",
+                "--game",
+                "kuhn",
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--overwrite",
+                "--model",
+                model,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "nonexistent" in result.output and "Traceback" not in result.output
+        assert _files(tmp_path) == before

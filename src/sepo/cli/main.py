@@ -79,6 +79,7 @@ MAX_NEW_TOKENS = 4096
 MAX_TEMPERATURE = 100.0
 """Sampling temperatures above this are uniform sampling in all but name."""
 MAX_LEARNING_RATE = 1.0
+MAX_BETA = 100.0
 MAX_EPOCHS = 1000.0
 MAX_GROUP = 1024
 
@@ -922,20 +923,9 @@ def train(
         ),
     ] = 300,
     lr: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=MAX_LEARNING_RATE,
-            callback=_finite,
-            help="GRPO learning rate (default depends on the model).",
-        ),
+        float | None, typer.Option(help="GRPO learning rate (default depends on the model).")
     ] = None,
-    beta: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=100.0, callback=_finite, help="KL weight (default 0.1; Kuhn 0.2)."
-        ),
-    ] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight (default 0.1; Kuhn 0.2).")] = None,
     temperature: Annotated[
         float | None,
         typer.Option(
@@ -993,10 +983,10 @@ def train(
             raise UsageError("--model is tiny or hf:PATH_OR_ID")
         if model.startswith("hf:"):
             check_model_path(model[3:].strip())
-        if lr is not None and not lr > 0:
-            raise UsageError(f"--lr must be positive, not {lr}")
-        if beta is not None and not beta >= 0:
-            raise UsageError(f"--beta must be zero or positive, not {beta}")
+        if lr is not None and not 0 < lr <= MAX_LEARNING_RATE:
+            raise UsageError(f"--lr must be positive and at most {MAX_LEARNING_RATE}, not {lr}")
+        if beta is not None and not 0 <= beta <= MAX_BETA:
+            raise UsageError(f"--beta must be between 0 and {MAX_BETA}, not {beta}")
         settings = TrainSettings(
             games=tuple(resolve_games(game)),
             model=model,

@@ -487,14 +487,17 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     saved = read_json_cache(timings_file) if resume else None
     if isinstance(saved, dict):
         timings = {str(k): float(v) for k, v in saved.items() if isinstance(v, int | float)}
-    write_json_atomic(
-        out / "config.json",
-        {
-            "settings": s.to_json(),
-            "python": platform.python_version(),
-            "versions": library_versions(),
-        },
-    )
+    # A resumed run keeps the config.json it was started with (nothing is rewritten
+    # before the work that may fail); a new run records its settings first.
+    if not (resume and run_settings(out) == s):
+        write_json_atomic(
+            out / "config.json",
+            {
+                "settings": s.to_json(),
+                "python": platform.python_version(),
+                "versions": library_versions(),
+            },
+        )
 
     def stage(name: str) -> Callable[[], None]:
         t0 = time.time()

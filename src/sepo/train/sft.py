@@ -623,15 +623,16 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     kind, source = parse_model_spec(s.model)
     files = data_files(s.data)
     check_out_dir(s.out, s.overwrite, s.data)
-    s.out.mkdir(parents=True, exist_ok=True)
-    for name in _STALE_OUTPUTS:
-        (s.out / name).unlink(missing_ok=True)
+    if source is not None and source.startswith(("/", ".", "~")) and not Path(source).is_dir():
+        # A path, not a hub id (``org/name``, which from_pretrained looks up below).
+        raise ModelSpecError(f"cannot load model {source!r}: no such folder")
 
     import torch
     import transformers
     import trl
 
     if source is None:
+        s.out.mkdir(parents=True, exist_ok=True)
         source = str(_build_base_model(s.out / BASE_MODEL_DIR, s.seed))
     cuda = torch.cuda.is_available()
     bf16 = bf16_training()
@@ -655,6 +656,11 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     trl_masks = use_training_template(tokenizer)
 
     ds = load_conversations(s.data, tokenizer)
+    # Only now, with the model and the data loaded, is an earlier run's output removed:
+    # a command that fails on its inputs leaves the folder as it was.
+    s.out.mkdir(parents=True, exist_ok=True)
+    for name in _STALE_OUTPUTS:
+        (s.out / name).unlink(missing_ok=True)
     episodes = ds["train"]
     curriculum = bool(s.prefix_curriculum)
     if curriculum:
