@@ -351,6 +351,9 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     for arm in ("sepo", "control"):
         for name in ("checkpoint-1", "checkpoint-2", "final"):
             shutil.copytree(model, run / arm / name)
+        for step in (1, 2):  # what makes a checkpoint complete (the trainer writes it last)
+            state = {"global_step": step, "log_history": []}
+            (run / arm / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
     match = {"rate": 1.0, "checked": 2, "matched": 2, "per_game": {}, "first_miss": None}
     (run / "sft" / "sft_result.json").write_text(
         json.dumps({"adapter": None, "reasoning_match": match})
