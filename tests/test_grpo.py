@@ -343,6 +343,7 @@ def test_the_control_arm_starts_from_the_same_sft_weights(tiny_dir: Path, tmp_pa
         in_play_episodes=0,
         report_to="none",
         learning_rate=1e-2,
+        ipd_worst_case=False,  # minutes of tabulation; tested in test_ipd_model_exact.py
     )
     summary = run_pipeline(settings, log=lambda _: None)
     sft_digest = weights_digest(LocalModelPolicy.load(str(run / "sft")).model)
