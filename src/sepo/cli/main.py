@@ -935,6 +935,13 @@ def train(
             help="Rollout and evaluation temperature (default: tiny 1.0, hf 0.8).",
         ),
     ] = None,
+    ipd_worst_case: Annotated[
+        bool,
+        typer.Option(
+            help="IPD: the exact worst case of SFT and each arm's best checkpoint (the best "
+            "response to the model's whole policy table; about 11 minutes each on 2 cores)."
+        ),
+    ] = True,
     sft_episodes: Annotated[
         int, typer.Option(min=1, max=MAX_EPISODES, help="SFT demonstrator episodes per game.")
     ] = 400,
@@ -1005,6 +1012,7 @@ def train(
             checkpoint_every=checkpoint_every,
             eval_episodes=eval_episodes,
             in_play_episodes=in_play_episodes,
+            ipd_worst_case=ipd_worst_case,
             report_to=report_to,
             sft_from=None if sft_from is None else str(sft_from.resolve()),
         )
