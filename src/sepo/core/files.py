@@ -121,3 +121,10 @@ def weights_whole(folder: str | Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
     return bool(shards) and all(safetensors_whole(f / str(s)) for s in shards)
+
+
+def finished_folder(folder: str | Path, marker: str) -> bool:
+    """Whether a model or checkpoint folder was written to the end: ``marker``, a JSON
+    file written after the weights, parses, and the weights are whole."""
+    f = Path(folder)
+    return isinstance(read_json_cache(f / marker), dict) and weights_whole(f)

@@ -29,13 +29,12 @@ Build one by hand::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sepo.core.files import weights_whole, write_json_atomic
+from sepo.core.files import finished_folder, write_json_atomic
 
 BOS = "<|bos|>"
 END = "<|end|>"
@@ -196,9 +195,4 @@ def tiny_model_complete(folder: str | Path) -> bool:
     """Whether :func:`build_tiny_model` finished writing ``folder``: its metadata (written
     last) parses, the tokenizer is there and the weights are whole. A folder left by a
     build cut short is rebuilt instead of crashing the stage that reads it."""
-    f = Path(folder)
-    try:
-        json.loads((f / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (f / "tokenizer.json").is_file() and weights_whole(f)
+    return finished_folder(folder, METADATA_FILE) and (Path(folder) / "tokenizer.json").is_file()

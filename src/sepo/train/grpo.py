@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepo.core.files import weights_whole, write_json_atomic, write_text_atomic
+from sepo.core.files import finished_folder, weights_whole, write_json_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import GameFacts, Strategy
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
@@ -504,11 +504,7 @@ def checkpoint_complete(folder: Path) -> bool:
     """Whether a checkpoint holds what a resume and an evaluation read: a
     ``trainer_state.json`` that parses (the trainer writes it after the weights and the
     optimizer) and whole weights. A kill during the save leaves neither."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return weights_whole(folder)
+    return finished_folder(folder, "trainer_state.json")
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -560,17 +556,13 @@ def run_grpo(settings: GRPOSettings, *, resume: bool = False) -> Path:
     trainer, _ = build_trainer(settings)
     if trainer.is_world_process_zero() and not (out / INIT_FILE).exists():
         # Written before the first update: what the run started from, bit for bit.
-        write_text_atomic(
+        write_json_atomic(
             out / INIT_FILE,
-            json.dumps(
-                {
-                    "init": settings.init,
-                    "adapter": settings.adapter,
-                    "sha256": weights_digest(trainer.model),
-                },
-                indent=2,
-            )
-            + "\n",
+            {
+                "init": settings.init,
+                "adapter": settings.adapter,
+                "sha256": weights_digest(trainer.model),
+            },
         )
     checkpoint = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -549,7 +549,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             if line:
                 log(f"  {line}")
     sft_result = json.loads((sft_dir / "sft_result.json").read_text())
-    sft_path, sft_adapter = sft_policy(s)
+    sft_path, sft_adapter = sft_policy(s, sft_result)
     done()
 
     # 3. SEPO-GRPO, and the control arm from the same SFT weights and rollout seeds
@@ -642,12 +642,16 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
     return summary
 
 
-def sft_policy(s: TrainSettings) -> tuple[str, str | None]:
+def sft_policy(
+    s: TrainSettings, sft_result: dict[str, Any] | None = None
+) -> tuple[str, str | None]:
     """(model path, adapter) of a run's SFT policy: a LoRA adapter on the base model, or
-    the fine-tuned model itself."""
+    the fine-tuned model itself. ``sft_result``: the run's ``sft_result.json``, if read."""
     out = Path(s.out)
     base = s.model.removeprefix("hf:") if s.model.startswith("hf:") else str(out / "base-model")
-    adapter = json.loads((out / "sft" / "sft_result.json").read_text()).get("adapter")
+    if sft_result is None:
+        sft_result = json.loads((out / "sft" / "sft_result.json").read_text())
+    adapter = sft_result.get("adapter")
     return (base, str(adapter)) if adapter else (str(out / "sft"), None)
 
 

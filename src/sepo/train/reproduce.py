@@ -207,7 +207,7 @@ def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]
     out.mkdir(parents=True, exist_ok=True)
     plan_file = out / PLAN_FILE
     if not plan_file.is_file():
-        _write_json(plan_file, {"plan": r.plan(), "settings": dataclasses.asdict(r)})
+        write_json_atomic(plan_file, {"plan": r.plan(), "settings": dataclasses.asdict(r)})
     timings_file = out / "timings.json"
     timings: dict[str, float] = (
         json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -233,7 +233,7 @@ def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]
             _start_from_source(run)
         run_pipeline(run.settings, resume=resume, log=lambda m: log(f"  {m}"))
         timings[rel] = round(timings.get(rel, 0.0) + time.time() - started, 1)
-        _write_json(timings_file, timings)
+        write_json_atomic(timings_file, timings)
     return runs
 
 
@@ -245,11 +245,8 @@ def _complete(run: PlannedRun, log: Log) -> None:
     except (OSError, ValueError) as exc:
         raise ReproduceError(f"{summary_file} is unreadable ({exc}); delete the run") from exc
     if add_ipd_worst_case(run.settings, summary, log=log):
-        _write_json(summary_file, summary)
+        write_json_atomic(summary_file, summary)
 
 
 def finished_source(folder: Path) -> bool:
     return (folder / "summary.json").is_file()
-
-
-_write_json = write_json_atomic

@@ -623,9 +623,10 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     kind, source = parse_model_spec(s.model)
     files = data_files(s.data)
     check_out_dir(s.out, s.overwrite, s.data)
-    if source is not None and source.startswith(("/", ".", "~")) and not Path(source).is_dir():
-        # A path, not a hub id (``org/name``, which from_pretrained looks up below).
-        raise ModelSpecError(f"cannot load model {source!r}: no such folder")
+    if source is not None:
+        from sepo.policies.resolve import check_model_path
+
+        check_model_path(source)  # before anything in ``out`` is touched
 
     import torch
     import transformers
