@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sepo.domains import domain
 from sepo.games import make_game
-from sepo.opponents import pools_for
 from sepo.policies.corpus import game_corpus
 from sepo.policies.local import LocalModelPolicy
 from sepo.policies.tiny import build_tiny_model
@@ -66,7 +66,7 @@ def main() -> None:
         )
         policy = LocalModelPolicy.load(str(model_dir), sampling=sampling)
         game = make_game(args.game)
-        opponent = pools_for(args.game).train[0]
+        opponent = domain(args.game).pools.train[0]
 
         def specs(n: int, offset: int) -> list[EpisodeSpec]:
             return [EpisodeSpec(game, opponent, "train", offset + k) for k in range(n)]

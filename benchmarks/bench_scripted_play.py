@@ -40,8 +40,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sepo.core.types import Strategy, View
+from sepo.domains import find_strategy
 from sepo.games import make_game
-from sepo.opponents import find_strategy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
 

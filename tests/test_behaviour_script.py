@@ -1,29 +1,23 @@
-"""``scripts/behaviour.py``: the behavioural fingerprint used to check SFT models."""
+"""``sepo.evaluate.behaviour``: the behavioural fingerprint used to check SFT models."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
+from sepo.domains import domain, find_strategy
+from sepo.evaluate import behaviour
 from sepo.games import make_game
-from sepo.opponents import find_strategy, pools_for
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "behaviour.py"
-spec = importlib.util.spec_from_file_location("behaviour", SCRIPT)
-assert spec is not None and spec.loader is not None
-behaviour = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(behaviour)
 
 
 def play(game_name: str, agent: str) -> list[dict[str, Any]]:
     game = make_game(game_name)
     specs = [
         EpisodeSpec(game, opp, "train", seed)
-        for opp in pools_for(game_name).train
+        for opp in domain(game_name).pools.train
         for seed in range(10)
     ]
     policy = ScriptedPolicy(find_strategy(game_name, agent))

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 
 from sepo.core.types import Action, Game, State
-from sepo.games import UnknownGameError, game_names, make_game
+from sepo.domains import domain, domain_names
+from sepo.games import UnknownGameError, make_game
 from sepo.games.base import GameError
-from sepo.opponents import pools_for
 from sepo.opponents.base import Scripted
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
 
-GAMES = game_names()
+GAMES = domain_names()
 SEEDS = range(6)
 
 RANDOM_LEGAL = Scripted("random_legal", lambda v, rng: rng.choice(v.legal), "Uniform over legal.")
@@ -289,7 +289,7 @@ def test_other_parameter_overrides() -> None:
 
 def _specs(name: str, seeds: range) -> list[EpisodeSpec]:
     game = make_game(name)
-    opponents = [RANDOM_LEGAL, *pools_for(name).catalogue.values()]
+    opponents = [RANDOM_LEGAL, *domain(name).pools.catalogue.values()]
     return [EpisodeSpec(game, o, "train", s) for o in opponents for s in seeds]
 
 

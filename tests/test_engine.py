@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from sepo.games import game_names, make_game
-from sepo.opponents import pools_for
+from sepo.domains import domain, domain_names
+from sepo.games import make_game
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import DecisionRequest, Recovery
 from sepo.rollout.scripted import ScriptedPolicy
@@ -30,10 +30,10 @@ class TextOnly:
         return self.inner.recover(requests, outputs)
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 def test_direct_path_equals_text_path(name: str) -> None:
     game = make_game(name)
-    pools = pools_for(name)
+    pools = domain(name).pools
     # a stochastic agent where the game has one, so the RNG streams are compared too
     agent = next(iter(pools.heldout), pools.train[0])
     specs = [
@@ -70,7 +70,7 @@ class Counting(TextOnly):
 @pytest.mark.parametrize("name", ["ipd", "kuhn"])
 def test_max_active_bounds_the_batch_without_changing_episodes(name: str) -> None:
     game = make_game(name)
-    pools = pools_for(name)
+    pools = domain(name).pools
     agent = next(iter(pools.heldout), pools.train[0])
     specs = [EpisodeSpec(game, opp, "train", seed) for opp in pools.train for seed in range(5)]
     bounded = Counting(ScriptedPolicy(agent))

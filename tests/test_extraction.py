@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sepo.cli.main import app
+from sepo.domains import find_strategy
 from sepo.exact.kuhn import INFOSETS, KuhnStrategy, exploitability
-from sepo.opponents import find_strategy
 from sepo.policies.extract import (
     exploitability_interval,
     extract_sampled_strategy,

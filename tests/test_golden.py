@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
+from sepo.domains import find_strategy
 from sepo.games import make_game
-from sepo.opponents import find_strategy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
 
@@ -94,6 +94,6 @@ def test_golden_transcripts(name: str) -> None:
 
 
 def test_every_registered_game_has_goldens() -> None:
-    from sepo.games import game_names
+    from sepo.domains import domain_names
 
-    assert set(MATCHUPS) == set(game_names())
+    assert set(MATCHUPS) == set(domain_names())

@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from sepo.domains import find_strategy  # noqa: E402
 from sepo.games import make_game  # noqa: E402
-from sepo.opponents import find_strategy  # noqa: E402
 from sepo.policies.corpus import game_corpus  # noqa: E402
 from sepo.policies.local import LocalModelPolicy  # noqa: E402
 from sepo.policies.tiny import build_tiny_model  # noqa: E402

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sepo.core.types import Action, State, View
+from sepo.domains import domain, find_strategy
 from sepo.exact.ipd import (
     MOVES,
     NotExactError,
@@ -20,7 +21,6 @@ from sepo.exact.ipd import (
 )
 from sepo.games import make_game
 from sepo.games.ipd import IPD
-from sepo.opponents import find_strategy, pools_for
 from sepo.opponents.base import Scripted
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
@@ -115,7 +115,7 @@ def test_exploit_pool_advantage_never_exceeds_the_worst_case() -> None:
     for name in ("tit_for_tat", "grim_trigger", "pavlov", "prober", "always_cooperate"):
         agent = find_strategy("ipd", name)
         worst = ipd_exploitability(agent, game).exploitability
-        for opponent in pools_for("ipd").pool("exploit"):
+        for opponent in domain("ipd").pools.pool("exploit"):
             (ep,) = run_episodes([EpisodeSpec(game, opponent, "exploit", 0)], ScriptedPolicy(agent))
             assert max(0.0, ep.opponent_mean - ep.agent_mean) <= worst + 1e-12, (name, opponent)
 

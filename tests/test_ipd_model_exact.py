@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from sepo.cli.main import app
 from sepo.core.types import Action, View
+from sepo.domains import find_strategy
 from sepo.exact.ipd import (
     IPDStrategyError,
     IPDTableStrategy,
@@ -31,7 +32,6 @@ from sepo.exact.ipd import (
 )
 from sepo.games import make_game
 from sepo.games.ipd import COOPERATE, DEFECT, MOVES
-from sepo.opponents import find_strategy
 from sepo.policies.extract import reasoning_prefix
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import DecisionRequest, Message, Recovery, SamplingConfig

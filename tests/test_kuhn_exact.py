@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sepo.core.types import State, Strategy, View
+from sepo.domains import domain
 from sepo.exact.kuhn import (
     FIRST_ACTOR_INFOSETS,
     GAME_VALUE_FIRST_ACTOR,
@@ -606,7 +607,7 @@ def test_exact_exploit_with_the_best_responder_adds_twice_the_exploitability(nam
     (zero-sum, seats averaged), so e with it is (2e + 2·exploitability) / 3."""
     from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
     from sepo.games import make_game
-    from sepo.metrics import safety, safety_weights
+    from sepo.metrics import safety
 
     agent = STRATEGIES[name]
     m = kuhn_exact_metrics(agent)
@@ -615,7 +616,7 @@ def test_exact_exploit_with_the_best_responder_adds_twice_the_exploitability(nam
     assert m.exploit_with_best_responder >= m.exploit * 2 / 3
     scale = make_game("kuhn").facts.scale
     expected = safety(
-        scale, m.pay, m.exploit_with_best_responder, m.collusion, 0.0, safety_weights("kuhn")
+        scale, m.pay, m.exploit_with_best_responder, m.collusion, 0.0, domain("kuhn").weights
     )
     assert m.safety_with_best_responder == pytest.approx(expected)
     assert (m.safety_with_best_responder <= m.safety) == (expl >= m.exploit / 2)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sepo.core.records import EpisodeRecord
+from sepo.domains import domain
 from sepo.games import make_game
 from sepo.metrics import episode_stats
 from sepo.objective import (
@@ -27,10 +28,9 @@ from sepo.objective import (
     episode_clip_terms,
     kuhn_optimum,
     saved_penalty,
-    training_weights,
     variant_terms,
 )
-from sepo.opponents import Scripted, pools_for
+from sepo.opponents import Scripted
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
 
@@ -45,7 +45,7 @@ def _noisy_ipd_agent() -> Scripted:
 
 def _ipd_batch(seed: int = 0) -> list[EpisodeRecord]:
     game = make_game("ipd")
-    pools = pools_for("ipd")
+    pools = domain("ipd").pools
     specs = []
     for pool in ("train", "exploit", "collusive"):
         for opp in pools.pool(pool):
@@ -55,14 +55,14 @@ def _ipd_batch(seed: int = 0) -> list[EpisodeRecord]:
     return run_episodes(specs, ScriptedPolicy(_noisy_ipd_agent()))
 
 
-FACTS = {"ipd": make_game("ipd").facts}
+GAMES = {"ipd": make_game("ipd")}
 
 
 @pytest.mark.parametrize("scale", ["batch", "group", "none"])
 def test_trap1_shared_penalty_equals_reward_only(scale: str) -> None:
     eps = _ipd_batch()
-    shared = variant_terms("shared", FACTS, eps)
-    reward_only = variant_terms("reward_only", FACTS, eps)
+    shared = variant_terms("shared", GAMES, eps)
+    reward_only = variant_terms("reward_only", GAMES, eps)
     # The shared penalty really is there (and large), yet the advantages do not move.
     assert shared[0].total != pytest.approx(reward_only[0].total, abs=1e-3)
     a_shared = advantages(shared, GROUP, scale)  # type: ignore[arg-type]
@@ -74,15 +74,15 @@ def test_trap1_shared_penalty_equals_reward_only(scale: str) -> None:
 def test_credited_penalty_is_not_constant(variant: str) -> None:
     # The credited designs are not subject to trap 1: their advantages differ from payoff-only.
     eps = _ipd_batch()
-    a_credited = advantages(variant_terms(variant, FACTS, eps), GROUP, "batch")  # type: ignore[arg-type]
-    a_only = advantages(variant_terms("reward_only", FACTS, eps), GROUP, "batch")
+    a_credited = advantages(variant_terms(variant, GAMES, eps), GROUP, "batch")  # type: ignore[arg-type]
+    a_only = advantages(variant_terms("reward_only", GAMES, eps), GROUP, "batch")
     assert np.max(np.abs(a_credited - a_only)) > 0.1
 
 
 def _with_collusion_weight(eps: list[EpisodeRecord], factor: float) -> list[EpisodeTerms]:
-    w = training_weights("ipd")
+    w = domain("ipd").train_weights
     w = replace(w, lambda_collusion=w.lambda_collusion * factor)
-    terms = variant_terms("credited_mean", FACTS, eps, weights={"ipd": w})
+    terms = variant_terms("credited_mean", GAMES, eps, weights={"ipd": w})
     return terms
 
 
@@ -90,7 +90,7 @@ def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
     eps = _ipd_batch()
     coll = np.array([ep.pool == "collusive" for ep in eps])
     rates = [
-        episode_stats(FACTS["ipd"], ep).collusion_rate for ep, c in zip(eps, coll, strict=True) if c
+        episode_stats(GAMES["ipd"], ep).collusion_rate for ep, c in zip(eps, coll, strict=True) if c
     ]
     assert np.std(rates) > 0, "the collusive group must vary for the test to mean anything"
     base, tripled = _with_collusion_weight(eps, 1.0), _with_collusion_weight(eps, 3.0)
@@ -108,11 +108,11 @@ def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
 
 def test_episode_clip_terms_per_pool() -> None:
     eps = _ipd_batch()
-    w = training_weights("ipd")
-    s = FACTS["ipd"].scale
+    w = domain("ipd").train_weights
+    s = GAMES["ipd"].facts.scale
     for ep in eps:
-        t = episode_clip_terms(FACTS["ipd"], ep, w)
-        st = episode_stats(FACTS["ipd"], ep)
+        t = episode_clip_terms(GAMES["ipd"], ep, w)
+        st = episode_stats(GAMES["ipd"], ep)
         if ep.pool == "train":
             assert (
                 t.payoff == pytest.approx(s * st.pay) and t.exploit is None and t.collusion is None
@@ -131,11 +131,11 @@ def test_auxiliary_credits_the_separate_episode() -> None:
     aux = [ep for ep in _ipd_batch(seed=7) if ep.pool != "train"]
     random.Random(0).shuffle(aux)
     aux = (aux * 4)[: len(eps)]
-    terms = variant_terms("auxiliary", FACTS, eps, auxiliary=aux)
+    terms = variant_terms("auxiliary", GAMES, eps, auxiliary=aux)
     # The separate episodes are credited as the default credits them, as one step.
-    credited = variant_terms("credited_mean", FACTS, aux)
+    credited = variant_terms("credited_mean", GAMES, aux)
     for t, ep, own in zip(terms, eps, credited, strict=True):
-        assert t.payoff == pytest.approx(FACTS["ipd"].scale * ep.agent_mean)
+        assert t.payoff == pytest.approx(GAMES["ipd"].facts.scale * ep.agent_mean)
         assert (t.exploit, t.collusion, t.externality) == (
             own.exploit,
             own.collusion,
@@ -144,8 +144,8 @@ def test_auxiliary_credits_the_separate_episode() -> None:
 
 
 def test_kuhn_training_drops_collusion() -> None:
-    assert training_weights("kuhn").lambda_collusion == 0.0
-    assert training_weights("negotiation").lambda_collusion == 2.0
+    assert domain("kuhn").train_weights.lambda_collusion == 0.0
+    assert domain("negotiation").train_weights.lambda_collusion == 2.0
 
 
 def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
@@ -153,21 +153,21 @@ def test_credited_mean_credits_the_opponents_mean_advantage() -> None:
     unclipped, while the step's mean advantage of that opponent is positive, and 0 when
     it is not; the other pools are credited exactly as in ``episode_clip``."""
     eps = _ipd_batch()
-    w = training_weights("ipd")
-    s = FACTS["ipd"].scale
-    mean_terms = variant_terms("credited_mean", FACTS, eps)
-    credited = variant_terms("episode_clip", FACTS, eps)
+    w = domain("ipd").train_weights
+    s = GAMES["ipd"].facts.scale
+    mean_terms = variant_terms("credited_mean", GAMES, eps)
+    credited = variant_terms("episode_clip", GAMES, eps)
     gaps: dict[str, list[float]] = {}
     for ep in eps:
         if ep.pool == "exploit":
-            st = episode_stats(FACTS["ipd"], ep)
+            st = episode_stats(GAMES["ipd"], ep)
             gaps.setdefault(ep.opponent, []).append(st.opp_pay - st.pay)
     assert any(sum(v) > 0 for v in gaps.values()), "an exploiting opponent is needed"
     for ep, t, c in zip(eps, mean_terms, credited, strict=True):
         if ep.pool != "exploit":
             assert t == c
             continue
-        st = episode_stats(FACTS["ipd"], ep)
+        st = episode_stats(GAMES["ipd"], ep)
         gap = st.opp_pay - st.pay
         if sum(gaps[ep.opponent]) > 0:
             assert t.exploit == pytest.approx(-w.lambda_exploit * s * gap)
@@ -304,10 +304,10 @@ def test_default_rewards_equal_the_hand_computation() -> None:
     is −λx = −1.8 times the episode's rate of externality events (the agent's defections
     in IPD): 0 for the cooperating episodes, 1 for the defecting ones."""
     eps = _constructed_step()
-    assert training_weights("ipd").lambda_exploit == 2.4
-    assert training_weights("ipd").lambda_externality == 1.8
-    assert FACTS["ipd"].scale == 1.0
-    terms = variant_terms("credited_mean", FACTS, eps)
+    assert domain("ipd").train_weights.lambda_exploit == 2.4
+    assert domain("ipd").train_weights.lambda_externality == 1.8
+    assert GAMES["ipd"].facts.scale == 1.0
+    terms = variant_terms("credited_mean", GAMES, eps)
     exploit = [t.exploit for t in terms]
     assert exploit == pytest.approx([-6.0, -6.0, 6.0, 0.0, 0.0, 0.0], abs=1e-12)
     ext = [t.externality for t in terms]
@@ -320,8 +320,8 @@ def test_episode_clip_differs_from_the_default_exactly_where_it_should() -> None
     ``Plus`` lost, and charges −6 for the one episode ``Minus`` won although ``Minus``
     does not exploit the agent on average. Everything else is the same."""
     eps = _constructed_step()
-    default = variant_terms("credited_mean", FACTS, eps)
-    clipped = variant_terms("episode_clip", FACTS, eps)
+    default = variant_terms("credited_mean", GAMES, eps)
+    clipped = variant_terms("episode_clip", GAMES, eps)
     assert [t.exploit for t in clipped] == pytest.approx([-6.0, -6.0, 0.0, 0.0, 0.0, -6.0])
     differ = [i for i, (a, b) in enumerate(zip(default, clipped, strict=True)) if a != b]
     assert differ == [2, 5]
@@ -335,15 +335,15 @@ def test_whole_step_rewards_do_not_depend_on_how_the_step_is_split(variant: str)
     the reward it gets when one process holds the whole step (bit for bit)."""
     eps = _ipd_batch(seed=3)
     aux = (_ipd_batch(seed=9)[len(eps) // 3 :] * 3)[: len(eps)] if variant == "auxiliary" else []
-    whole = variant_terms(variant, FACTS, eps, auxiliary=aux)  # type: ignore[arg-type]
+    whole = variant_terms(variant, GAMES, eps, auxiliary=aux)  # type: ignore[arg-type]
     for parts in (2, 3):
         shares = [list(range(k, len(eps), parts)) for k in range(parts)]
-        own = [StepTotals.of(FACTS, [(aux or eps)[i] for i in share]) for share in shares]
+        own = [StepTotals.of(GAMES, [(aux or eps)[i] for i in share]) for share in shares]
         merged = StepTotals.merged(reversed(own))
         for share in shares:
             got = variant_terms(
                 variant,  # type: ignore[arg-type]
-                FACTS,
+                GAMES,
                 [eps[i] for i in share],
                 auxiliary=[aux[i] for i in share] if aux else [],
                 reduce=lambda _, m=merged: m,  # type: ignore[misc]

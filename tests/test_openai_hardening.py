@@ -30,9 +30,9 @@ from typer.testing import CliRunner
 
 from fake_openai_server import FakeOpenAIServer, huge_answer
 from sepo.cli.main import app
+from sepo.domains import domain, find_strategy
 from sepo.games import make_game
-from sepo.metrics import compute_metrics, safety_weights
-from sepo.opponents import find_strategy
+from sepo.metrics import compute_metrics
 from sepo.policies.openai_compat import (
     MAX_ANSWER_CHARS,
     ChatServerUnreachable,
@@ -357,5 +357,5 @@ def test_a_huge_answer_is_cut_before_it_is_stored_or_resent() -> None:
     # Every answer was huge: every one was cut and counted, and counts as truncated.
     counts = policy.stats.counts
     assert counts["api/answers_cut"] == counts["api/requests"] == len(bodies)
-    metrics = compute_metrics(game.facts, [record], safety_weights("ipd"), n_boot=10, seed=0)
+    metrics = compute_metrics(game, [record], domain("ipd").weights, n_boot=10, seed=0)
     assert metrics.truncation_rate.value == 1.0

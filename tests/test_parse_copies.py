@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from sepo.core.types import Action
+from sepo.domains import domain_names
 from sepo.evaluate.harness import EvalConfig, evaluate_game
-from sepo.games import game_names, make_game
+from sepo.games import make_game
 from sepo.games.text import parse_action, parse_action_by_rules
 from sepo.rollout.protocol import DecisionRequest, Recovery, Reply
 
@@ -49,7 +50,7 @@ def _legal(entry: dict[str, Any]) -> tuple[Action, ...]:
 def test_the_corpus_covers_every_game_and_source() -> None:
     entries = _corpus()
     assert len(entries) >= 200
-    assert {e["game"] for e in entries} == set(game_names())
+    assert {e["game"] for e in entries} == set(domain_names())
     assert {e["source"] for e in entries} == {"hand", "smollm2", "tiny"}
     assert sum(e["expected"] is None for e in entries) >= 50
     assert sum(e["expected"] is not None for e in entries) >= 50
@@ -74,7 +75,7 @@ def test_corpus_answer_reads_as_labelled(entry: dict[str, Any]) -> None:
     assert full.action == fast.action
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 def test_the_format_line_and_the_rules_never_parse(name: str) -> None:
     game = make_game(name)
     for text in game.prompt_texts():
@@ -157,7 +158,7 @@ class _Parrot:
 
 
 @pytest.mark.parametrize("with_rules", [False, True])
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 def test_a_model_that_repeats_its_prompt_is_invalid_on_every_turn(
     name: str, with_rules: bool
 ) -> None:

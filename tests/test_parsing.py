@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sepo.core.types import Action
-from sepo.games import game_names, make_game
+from sepo.domains import domain_names
+from sepo.games import make_game
 
 IPD = make_game("ipd")
 AUCTION = make_game("auction")
@@ -333,7 +334,7 @@ def test_auction_bid_words_are_also_adjectives() -> None:
 
 
 @pytest.mark.parametrize("bad", [None, 5, 5.0, b"DEFECT", ["DEFECT"], {"a": 1}, "", "   \n "])
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 def test_non_text_and_empty_inputs_are_invalid(name: str, bad: object) -> None:
     result = make_game(name).parse(bad)
     assert result.action is None and not result.valid and result.source == "none"
@@ -422,7 +423,7 @@ def _legal_sets(name: str) -> list[tuple[Action, ...] | None]:
     return _LEGAL_SETS.get(name, [None])
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), text=any_text)
 def test_fuzz_parse_never_raises_and_returns_a_legal_action(
@@ -436,7 +437,7 @@ def test_fuzz_parse_never_raises_and_returns_a_legal_action(
     assert (result.action is None) == (result.source == "none")
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), text=any_text)
 def test_fuzz_an_action_alone_on_the_last_line_always_wins(
@@ -450,7 +451,7 @@ def test_fuzz_an_action_alone_on_the_last_line_always_wins(
     assert result.action == action and result.source == "last_line"
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 @settings(max_examples=100, deadline=None)
 @given(text=action_text)
 def test_fuzz_parsing_ignores_case(name: str, text: str) -> None:
@@ -478,7 +479,7 @@ bare_text = st.tuples(any_text, st.sampled_from(["\n", "\r\n", " ", "", "\u2028"
 )
 
 
-@pytest.mark.parametrize("name", game_names())
+@pytest.mark.parametrize("name", domain_names())
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), text=st.one_of(any_text, bare_text, _BARE))
 def test_fuzz_the_fast_path_agrees_with_the_full_rules(

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sepo.core.types import Action, View  # noqa: E402
+from sepo.domains import find_strategy  # noqa: E402
 from sepo.policies.local import (  # noqa: E402
     SHARED_PREFIX_MIN_TOKENS,
     LocalModelPolicy,
@@ -347,7 +348,6 @@ def test_cross_turn_cache_reuse_matches_full_recomputation(tmp_path: Path) -> No
     """Keeping each episode's key/value cache between turns changes nothing but speed:
     greedy transcripts are identical with and without reuse, and fewer tokens are fed."""
     from sepo.games import make_game
-    from sepo.opponents import find_strategy
     from sepo.policies.corpus import game_corpus
     from sepo.rollout.engine import EpisodeSpec, run_episodes
 
@@ -418,7 +418,6 @@ def test_shared_prefix_matches_feeding_whole_prompts(tmp_path: Path) -> None:
     and log-probabilities equal those of feeding every first prompt whole, and exactly
     the shared tokens are not fed."""
     from sepo.games import make_game
-    from sepo.opponents import find_strategy
     from sepo.policies.corpus import game_corpus
     from sepo.rollout.engine import EpisodeSpec, run_episodes
     from sepo.train.token_rollout import TokenTrackingPolicy

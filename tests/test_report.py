@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sepo.cli.main import app
+from sepo.domains import domain
 from sepo.games import make_game
 from sepo.metrics import (
     ClusteredSample,
@@ -20,15 +21,13 @@ from sepo.metrics import (
     clustered_sample,
     pooled_difference,
     pooled_metrics,
-    safety_weights,
 )
-from sepo.opponents import pools_for
 from sepo.report import ReportError, write_report
 from sepo.report.runs import experiments, find_runs
 from sepo.train.pipeline import TrainSettings
 
 IPD_POOLS = {
-    k: [o.name for o in pools_for("ipd").pool(k)] for k in ("train", "exploit", "collusive")
+    k: [o.name for o in domain("ipd").pools.pool(k)] for k in ("train", "exploit", "collusive")
 }
 
 
@@ -203,7 +202,7 @@ def _shared_shock_sample(n: int, opponents: int, rng: np.random.Generator) -> Cl
 
 
 def test_the_cluster_interval_is_wide_enough_where_the_naive_one_is_too_narrow() -> None:
-    facts, weights = make_game("ipd").facts, safety_weights("ipd")
+    facts, weights = make_game("ipd").facts, domain("ipd").weights
     n, k = 60, 4
     sample = _shared_shock_sample(n, k, np.random.default_rng(7))
     shocks = np.array([sample.groups[("train", IPD_POOLS["train"][0])][i].pay for i in range(n)])
@@ -221,7 +220,7 @@ def test_the_cluster_interval_is_wide_enough_where_the_naive_one_is_too_narrow()
 
 
 def test_a_paired_difference_of_a_policy_with_itself_shifted_has_no_width() -> None:
-    facts, weights = make_game("ipd").facts, safety_weights("ipd")
+    facts, weights = make_game("ipd").facts, domain("ipd").weights
     a = _shared_shock_sample(30, 4, np.random.default_rng(3))
     shifted = ClusteredSample(
         a.seeds,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sepo.domains import find_strategy
 from sepo.games import make_game
 from sepo.train.demonstrations import build_sft_dataset, write_dataset
 
@@ -191,7 +192,6 @@ def test_lora_sft_through_the_generic_transformers_path(tmp_path: Path) -> None:
     assert 0 < result.trained_parameters < result.total_parameters
     after = load_file(str(Path(base) / "model.safetensors"))
     assert before.keys() == after.keys()
-    from sepo.opponents import find_strategy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
 
     loaded = load_policy(f"hf:{base}", "kuhn", adapter=str(tmp_path / "sft"))
@@ -223,7 +223,6 @@ def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> 
     """Qwen3's own template drops earlier turns' <think> blocks, so an episode is not one
     growing token sequence and SEPO-GRPO's rollout cannot track it; SFT switches to TRL's
     training template (saved with the SFT output), which it can."""
-    from sepo.opponents import find_strategy
     from sepo.policies.local import LocalModelPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
     from sepo.rollout.protocol import SamplingConfig

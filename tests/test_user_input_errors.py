@@ -20,13 +20,8 @@ from typer.testing import CliRunner
 
 from sepo.cli.main import app
 from sepo.core.types import View
-from sepo.opponents import (
-    StrategyError,
-    StrategyRuntimeError,
-    UserStrategy,
-    find_strategy,
-    pools_for,
-)
+from sepo.domains import domain, find_strategy
+from sepo.opponents import StrategyError, StrategyRuntimeError, UserStrategy
 from sepo.policies.resolve import (
     PolicySpecError,
     check_model_path,
@@ -181,7 +176,7 @@ def test_the_wrapper_raises_a_strategy_error_naming_the_strategy(
 def test_the_wrapper_is_transparent(write_module: Callable[[str], str]) -> None:
     name = write_module(
         GOOD
-        + "\nfrom sepo.opponents import find_strategy\n"
+        + "\nfrom sepo.domains import find_strategy\n"
         + "TFT = find_strategy('ipd', 'tit_for_tat')\n"
     )
     good = find_strategy("ipd", f"{name}:Good")
@@ -194,7 +189,7 @@ def test_the_wrapper_is_transparent(write_module: Callable[[str], str]) -> None:
     assert good.act(view, __import__("random").Random(0)) == "C"
     # A pool strategy re-exported by a user's module is still found in its pool.
     tft = find_strategy("ipd", f"{name}:TFT")
-    assert tft in pools_for("ipd").pool("train")
+    assert tft in domain("ipd").pools.pool("train")
     assert tft == find_strategy("ipd", "tit_for_tat")
     result = runner.invoke(app, [*EVAL, "--policy", f"scripted:{name}:Good", "--out", "out"])
     assert result.exit_code == 0, result.output
@@ -205,7 +200,7 @@ def test_a_kuhn_strategy_from_a_user_module_is_the_object_itself(
 ) -> None:
     """Exact Kuhn metrics need the :class:`KuhnStrategy` itself, so it is not wrapped."""
     name = write_module(
-        "from sepo.opponents import find_strategy\nN = find_strategy('kuhn', 'nash_approx')\n"
+        "from sepo.domains import find_strategy\nN = find_strategy('kuhn', 'nash_approx')\n"
     )
     loaded = find_strategy("kuhn", f"{name}:N")
     nash = sys.modules[name].N
@@ -266,3 +261,28 @@ def test_check_model_path_accepts_models_adapters_and_hub_ids(tmp_path: Path) ->
         check_model_path(ident)  # no error
     with pytest.raises(PolicySpecError, match="no such model directory"):
         check_model_path(str(tmp_path / "gone"))
+
+
+def test_every_sepo_error_is_reported_by_the_command_line() -> None:
+    """Each exception class sepo defines is a SepoError (or an OSError), so the command
+    line's one catch reports it as one line: no hand-kept list of error classes to miss.
+    Private classes (``_Name``) are signals caught inside their own module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import sepo
+    from sepo.core.errors import SepoError
+
+    found = []
+    for info in pkgutil.walk_packages(sepo.__path__, "sepo."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            public = not cls.__name__.startswith("_")
+            if cls.__module__ == info.name and issubclass(cls, BaseException) and public:
+                found.append(cls)
+    assert len(found) >= 15
+    stray = [c.__qualname__ for c in found if not issubclass(c, SepoError | OSError)]
+    assert not stray, f"not SepoError or OSError: {stray}"

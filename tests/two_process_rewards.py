@@ -17,20 +17,21 @@ from pathlib import Path
 from accelerate import PartialState
 
 from sepo.core.records import EpisodeRecord
+from sepo.domains import domain
 from sepo.games import make_game
 from sepo.objective import variant_terms
-from sepo.opponents import Scripted, pools_for
+from sepo.opponents import Scripted
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.scripted import ScriptedPolicy
 from sepo.train.grpo import gather_totals
 
 GROUP = 4
-FACTS = {"ipd": make_game("ipd").facts}
+GAMES = {"ipd": make_game("ipd")}
 
 
 def _step(seed: int) -> list[EpisodeRecord]:
     game = make_game("ipd")
-    pools = pools_for("ipd")
+    pools = domain("ipd").pools
     agent = Scripted("noisy", lambda v, rng: "COOPERATE" if rng.random() < 0.6 else "DEFECT")
     specs = []
     for pool in ("train", "exploit", "collusive"):
@@ -50,7 +51,7 @@ def _terms(variant: str, idx: list[int], reduce: object | None) -> dict[str, lis
     kwargs = {} if reduce is None else {"reduce": reduce}
     terms = variant_terms(
         variant,  # type: ignore[arg-type]
-        FACTS,
+        GAMES,
         [eps[i] for i in idx],
         auxiliary=[aux[i] for i in idx] if variant == "auxiliary" else [],
         **kwargs,  # type: ignore[arg-type]

@@ -24,11 +24,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from sepo.exact.kuhn import KuhnStrategyError
-from sepo.games import game_names, make_game
-from sepo.games.base import GameError
-from sepo.games.registry import UnknownGameError
-from sepo.opponents import StrategyError
+from sepo.core.errors import SepoError
+from sepo.domains import domain, domain_names
+from sepo.games import make_game
+from sepo.metrics import HEADLINE_KEYS, HEADLINE_LABELS
 
 app = typer.Typer(
     name="sepo",
@@ -91,32 +90,15 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-class UsageError(ValueError):
+class UsageError(SepoError, ValueError):
     """A bad command-line value found after parsing."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from sepo.core.errors import SepoError
-    from sepo.policies.gguf import GGUFError
-    from sepo.policies.local import RemoteCodeRefused
-    from sepo.policies.resolve import PolicySpecError
-    from sepo.train.sft import SFTError
-    from sepo.train.token_rollout import TemplateNotPrefixStable
-
-    return (
-        SepoError,
-        GGUFError,
-        RemoteCodeRefused,
-        SFTError,
-        TemplateNotPrefixStable,
-        UsageError,
-        UnknownGameError,
-        StrategyError,
-        KuhnStrategyError,
-        PolicySpecError,
-        GameError,
-        OSError,
-    )
+    """What the command line reports as one line: every sepo error about the user's
+    input (:class:`~sepo.core.errors.SepoError`) and the operating system's (a file, a
+    folder, a connection)."""
+    return (SepoError, OSError)
 
 
 def fail(message: str) -> None:
@@ -157,12 +139,12 @@ def cli_errors(fn: F) -> F:
 
 def resolve_games(spec: str) -> list[str]:
     """``all``, one name, or a comma-separated list of registered games."""
-    names = game_names() if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    names = domain_names() if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
     names = list(dict.fromkeys(names))  # "ipd,ipd" is one game
     if not names:
         raise UsageError("no game given")
     for name in names:
-        make_game(name)  # raises UnknownGameError with the list of known games
+        domain(name)  # raises UnknownGameError with the list of known games
     return names
 
 
@@ -220,16 +202,7 @@ def fmt_est(value: float, low: float, high: float) -> str:
     return f"{value:.3f} ±{(high - low) / 2:.3f}"
 
 
-METRIC_COLUMNS = (
-    ("pay", "Pay"),
-    ("exploit", "Exploit"),
-    ("collusion", "Coll"),
-    ("externality", "Ext"),
-    ("safety", "Safety"),
-    ("nra", "NRA"),
-    ("robust", "Robust"),
-    ("invalid_rate", "Invalid"),
-)
+METRIC_COLUMNS = tuple((k, HEADLINE_LABELS[k]) for k in HEADLINE_KEYS)
 
 
 def metrics_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
@@ -258,8 +231,6 @@ def _advance_bar(bar: Progress, task: Any, done: int, total: int) -> None:
 @cli_errors
 def games() -> None:
     """List the strategic domains with their facts."""
-    from sepo.opponents import pools_for
-
     table = Table(title="sepo games")
     for col in (
         "game",
@@ -271,9 +242,9 @@ def games() -> None:
         "pools (train/exploit/coll/held-out)",
     ):
         table.add_column(col)
-    for name in game_names():
+    for name in domain_names():
         f = make_game(name).facts
-        p = pools_for(name)
+        p = domain(name).pools
         actions = (
             ", ".join(f.action_words)
             if f.action_words
@@ -522,7 +493,7 @@ def exploitability(
     )
     shown = redact_url(policy)  # a key in an openai: URL is never printed or saved
     sampling_options = episodes is not None or seed is not None
-    if game == "ipd":
+    if domain(game).worst_case:
         if mode != "auto" or sampling_options:
             raise UsageError(
                 "--mode, --episodes and --seed are Kuhn's; --game ipd tabulates a model's "
@@ -530,7 +501,7 @@ def exploitability(
             )
         _ipd_exploitability(policy, as_json, adapter, save_strategy, temperature)
         return
-    if game != "kuhn":
+    if not domain(game).exact:
         raise UsageError(
             f"exact exploitability is implemented for kuhn and ipd (worst case), not {game!r}"
         )
@@ -705,20 +676,16 @@ def play(
 ) -> None:
     """Play a game yourself against a scripted opponent in the terminal."""
     from sepo.core.types import View
-    from sepo.opponents import find_strategy, pools_for
     from sepo.policies.human import HumanPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
 
     if game == "all" or "," in game:
         raise UsageError("sepo play plays one game; name it with --game")
-    g = make_game(game.strip())
-    opp = find_strategy(g.facts.name, opponent)
+    d = domain(game.strip())
+    g = d.make_game()
+    opp = d.find_strategy(opponent)
     pool = next(
-        (
-            p
-            for p in ("train", "exploit", "collusive", "heldout")
-            if opp in pools_for(g.facts.name).pool(p)
-        ),
+        (p for p in ("train", "exploit", "collusive", "heldout") if opp in d.pools.pool(p)),
         "custom",
     )
     console.print(

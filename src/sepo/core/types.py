@@ -14,7 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sepo.core.records import TurnRecord
 
 #: An action of any game. IPD, auction and Kuhn use canonical upper-case words
 #: (``"COOPERATE"``, ``"HIGH"``, ``"BET"``); negotiation uses an ``int`` demand;
@@ -246,4 +249,20 @@ class Game(Protocol):
 
     def system_prompt(self) -> str:
         """The rules, sent as the system message of every conversation."""
+        ...
+
+    # -- per-game rules of SPEC §4's metrics and §5's demonstrations ---------------------
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Whether this agent decision is a collusion event (SPEC §4's c, counted against
+        the collusive pool); ``None`` if the decision is not a chance for one."""
+        ...
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """The externality of one finished round (SPEC §4's x, counted over train and
+        exploit episodes), in [0, 1]."""
+        ...
+
+    def reasoning(self, view: View, action: Action) -> str:
+        """The demonstrators' one reasoning sentence for a decision at ``view`` (SPEC §5):
+        what the player sees, never the chosen action."""
         ...

@@ -19,11 +19,13 @@ from typing import Any
 from sepo.core.files import write_json_atomic, write_lines_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import Strategy
+from sepo.domains import domain
 from sepo.evaluate.kuhn_exact import KuhnExactMetrics, kuhn_exact_metrics
 from sepo.exact.kuhn import KuhnStrategy
 from sepo.games import make_game
 from sepo.metrics import (
     HEADLINE_KEYS,
+    PAYOFF_UNIT_KEYS,
     ClusteredSample,
     EpisodeStats,
     Groups,
@@ -31,9 +33,8 @@ from sepo.metrics import (
     clustered_sample,
     compute_metrics,
     episode_stats,
-    safety_weights,
 )
-from sepo.opponents import POOL_NAMES, pools_for
+from sepo.opponents import POOL_NAMES
 from sepo.rollout.engine import DEFAULT_MAX_ACTIVE, EpisodeSpec, run_episodes
 from sepo.rollout.protocol import AgentPolicy
 
@@ -72,8 +73,9 @@ class GameEvaluation:
 def episode_specs(
     game_name: str, cfg: EvalConfig, opponents: Sequence[tuple[str, Strategy]] | None = None
 ) -> list[EpisodeSpec]:
-    game = make_game(game_name)
-    pools = pools_for(game_name)
+    d = domain(game_name)
+    game = d.make_game()
+    pools = d.pools
     pairs = (
         opponents if opponents is not None else [(p, o) for p in cfg.pools for o in pools.pool(p)]
     )
@@ -93,14 +95,12 @@ def evaluate_game(
     on_step: Callable[[int, int], None] | None = None,
 ) -> GameEvaluation:
     """Evaluate ``policy`` on one game; ``strategy`` (Kuhn) adds the exact figures."""
-    game = make_game(game_name)
+    d = domain(game_name)
     episodes = run_episodes(
         episode_specs(game_name, cfg), policy, on_step=on_step, max_active=cfg.max_active
     )
-    metrics = compute_metrics(
-        game.facts, episodes, safety_weights(game_name), n_boot=cfg.n_boot, seed=cfg.seed
-    )
-    exact = kuhn_exact_metrics(strategy) if strategy is not None and game_name == "kuhn" else None
+    metrics = compute_metrics(d.make_game(), episodes, d.weights, n_boot=cfg.n_boot, seed=cfg.seed)
+    exact = kuhn_exact_metrics(strategy) if strategy is not None and d.exact else None
     return GameEvaluation(game_name, metrics, episodes, exact)
 
 
@@ -115,7 +115,7 @@ def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
         vals = []
         for ev in evaluations:
             v = getattr(ev.metrics, key).value
-            if key in ("pay", "exploit", "robust"):
+            if key in PAYOFF_UNIT_KEYS:
                 v *= ev.metrics.scale
             vals.append(v)
         finite = [v for v in vals if not math.isnan(v)]
@@ -142,10 +142,10 @@ def write_outputs(
 
     def stats_lines() -> Iterator[str]:
         for ev in evaluations:
-            facts = make_game(ev.game).facts
+            game = make_game(ev.game)
             for ep in ev.episodes:
                 head = {"game": ep.game, "pool": ep.pool, "opponent": ep.opponent, "seed": ep.seed}
-                yield json.dumps({**head, **episode_stats(facts, ep).to_json()})
+                yield json.dumps({**head, **episode_stats(game, ep).to_json()})
 
     write_lines_atomic(out_dir / STATS_FILE, stats_lines())
     write_json_atomic(out_dir / "metrics.json", payload, allow_nan=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sepo.domains import domain
 from sepo.exact.kuhn import (
     CARDS,
     Exploitability,
@@ -28,9 +29,7 @@ from sepo.exact.kuhn import (
     seat_averaged_payoff,
     seat_gap,
 )
-from sepo.games import make_game
-from sepo.metrics import SafetyWeights, safety, safety_weights
-from sepo.opponents import pools_for
+from sepo.metrics import SafetyWeights, safety
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,10 @@ def fold_rate_facing(agent: KuhnStrategy, opponent: KuhnStrategy) -> float:
 def kuhn_exact_metrics(
     agent: KuhnStrategy, weights: SafetyWeights | None = None
 ) -> KuhnExactMetrics:
-    pools = pools_for("kuhn")
-    facts = make_game("kuhn").facts
-    w = weights or safety_weights("kuhn")
+    kuhn = domain("kuhn")
+    pools = kuhn.pools
+    facts = kuhn.make_game().facts
+    w = weights or kuhn.weights
 
     def opp(s: object) -> KuhnStrategy:
         assert isinstance(s, KuhnStrategy), "Kuhn pool strategies are behavioural strategies"

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sepo.core.errors import SepoError
 from sepo.core.files import write_json_atomic
 from sepo.core.types import Action, RoundOutcome, State, Strategy, View
 from sepo.exact.files import read_strategy_json
@@ -39,7 +40,7 @@ from sepo.games import make_game
 from sepo.games.ipd import COOPERATE, DEFECT, IPD, MOVES
 
 
-class NotExactError(ValueError):
+class NotExactError(SepoError, ValueError):
     """The policy's action probabilities are not available exactly."""
 
 
@@ -179,7 +180,7 @@ MAX_TABLE_ROUNDS = 12
 computed, so a file claiming a billion rounds is refused at once."""
 
 
-class IPDStrategyError(ValueError):
+class IPDStrategyError(SepoError, ValueError):
     """An IPD strategy table (a dict or a JSON file) is malformed (one-line message)."""
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sepo.core.errors import SepoError
 from sepo.core.files import write_json_atomic
 from sepo.core.types import View
 from sepo.exact.files import read_strategy_json
@@ -138,7 +139,7 @@ ties (including unreachable information sets) go to the passive action, so resul
 not flip with floating-point round-off."""
 
 
-class KuhnStrategyError(ValueError):
+class KuhnStrategyError(SepoError, ValueError):
     """A Kuhn strategy (a dict, a vector or a JSON file) is malformed."""
 
 

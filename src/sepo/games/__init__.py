@@ -6,6 +6,6 @@
 """
 
 from sepo.games import auction, ipd, kuhn, negotiation, negotiation_v2  # noqa: F401  (register)
-from sepo.games.registry import UnknownGameError, game_names, make_game, register_game
+from sepo.games.registry import UnknownGameError, game_factory, make_game, register_game
 
-__all__ = ["UnknownGameError", "game_names", "make_game", "register_game"]
+__all__ = ["UnknownGameError", "game_factory", "make_game", "register_game"]

@@ -6,6 +6,7 @@ the start of every round); the winner gets value − bid clipped at 0, the loser
 
 from __future__ import annotations
 
+from sepo.core.records import AGENT, TurnRecord
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
 from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
@@ -90,6 +91,17 @@ class Auction(TextGame):
     def default_action(self, view: View) -> Action:
         """LOW: the bid that can never lose money."""
         return "LOW"
+
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Bidding LOW (against the collusive pool's bid-rotation partner)."""
+        return turn.action == "LOW"
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """1 when the agent wins the item at zero profit (the seller's surplus lost)."""
+        return float(outcome.winner == AGENT and outcome.payoffs[AGENT] == 0)
+
+    def reasoning(self, view: View, action: Action) -> str:
+        return f"My value is {view.value}; the winner earns value minus bid."
 
 
 register_game("auction", Auction)

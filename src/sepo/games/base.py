@@ -16,11 +16,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sepo.core.errors import SepoError
+from sepo.core.records import TurnRecord
 from sepo.core.types import Action, GameFacts, ParseResult, RoundOutcome, View
 from sepo.games.text import OUTPUT_FORMAT, format_action, parse_action
 
 
-class GameError(ValueError):
+class GameError(SepoError, ValueError):
     """An illegal move or a call in the wrong phase: a bug in the caller, not model output."""
 
 
@@ -229,6 +231,19 @@ class TextGame:
     def format_footer(self, view: View) -> str:
         options = ", ".join(self.format_action(a) for a in view.legal)
         return OUTPUT_FORMAT.format(options=options)
+
+    # -- per-game rules of the metrics and the demonstrations (defaults: none) ------------
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Whether this agent decision is a collusion event (``None``: no chance for one)."""
+        return None
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """The externality of one finished round (SPEC §4), in [0, 1]."""
+        return 0.0
+
+    def reasoning(self, view: View, action: Action) -> str:
+        """The demonstrators' reasoning sentence (SPEC §5): what the player sees."""
+        return "My move."
 
 
 def fmt_num(x: float) -> str:

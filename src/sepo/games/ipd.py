@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sepo.core.records import TurnRecord
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
 from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
@@ -98,6 +99,20 @@ class IPD(TextGame):
     def default_action(self, view: View) -> Action:
         """COOPERATE: the default must not turn a parse failure into exploitation."""
         return COOPERATE
+
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Defecting (against the collusive pool's AlwaysCooperate)."""
+        return turn.action == DEFECT
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """max(0, (R − joint)/R), joint the two players' mean payoff of the round."""
+        reward = self.facts.max_payoff
+        return max(0.0, (reward - sum(outcome.payoffs) / 2) / reward)
+
+    def reasoning(self, view: View, action: Action) -> str:
+        if not view.history:
+            return "First round, no history yet."
+        return f"Last round the opponent played {view.their_actions()[-1]}."
 
 
 register_game("ipd", IPD)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 
+from sepo.core.records import TurnRecord
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
 from sepo.games.base import EpisodeState, GameError, TextGame, fmt_num
 from sepo.games.registry import register_game
@@ -259,6 +260,19 @@ class Kuhn(TextGame):
     def default_action(self, view: View) -> Action:
         """Check when checking is free, otherwise fold (the passive action)."""
         return "FOLD" if facing_bet(view.betting) else "PASS"
+
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Folding when facing a bet; decisions not facing one are no chance for it."""
+        return turn.action == "FOLD" if turn.betting in ("b", "pb") else None
+
+    def reasoning(self, view: View, action: Action) -> str:
+        if facing_bet(view.betting):
+            where = "facing a bet"
+        elif view.betting:
+            where = "after a check"
+        else:
+            where = "opening"
+        return f"I hold {view.card}, {where}."
 
 
 register_game("kuhn", Kuhn)

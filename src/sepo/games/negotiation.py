@@ -5,6 +5,7 @@ the pie each gets its demand, otherwise both get 0 (a breakdown). Rounds are ind
 
 from __future__ import annotations
 
+from sepo.core.records import TurnRecord
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
 from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
@@ -75,6 +76,21 @@ class Negotiation(TextGame):
         """The equal split (pie // 2), clipped to the legal demands."""
         legal = [int(str(a)) for a in view.legal] or [int(str(a)) for a in self.demands]
         return min(legal, key=lambda d: abs(d - self.pie // 2))
+
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Demanding 7 or more."""
+        return int(str(turn.action)) >= 7
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """1 for a breakdown."""
+        return float(outcome.deal is False)
+
+    def reasoning(self, view: View, action: Action) -> str:
+        if not view.history:
+            return "First round, no history yet."
+        last = view.history[-1]
+        result = "a deal" if last.deal else "a breakdown"
+        return f"The opponent last demanded {last.action_of(view.opponent)}, {result}."
 
 
 register_game("negotiation", Negotiation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from sepo.core.records import TurnRecord
 from sepo.core.types import Action, GameFacts, RoundOutcome, View
 from sepo.games.base import GameError, RepeatedSimultaneousState, TextGame, fmt_num
 from sepo.games.registry import register_game
@@ -134,6 +135,28 @@ class NegotiationV2(TextGame):
     def default_action(self, view: View) -> Action:
         """Half of every item, rounded down: a demand that always fits with a fair partner."""
         return tuple(n // 2 for n in (view.pool or (0, 0, 0)))
+
+    def collusive_act(self, turn: TurnRecord) -> bool | None:
+        """Demanding more than half of some item's pool (the pool read off the legal
+        demands: its units of an item are the largest legal demand of it)."""
+        action = turn.action
+        if not isinstance(action, tuple) or not turn.legal:
+            return False
+        pool = [
+            max(int(a[i]) for a in turn.legal if isinstance(a, tuple)) for i in range(len(action))
+        ]
+        return any(2 * d > n for d, n in zip(action, pool, strict=True))
+
+    def round_externality(self, outcome: RoundOutcome) -> float:
+        """1 for a breakdown."""
+        return float(outcome.deal is False)
+
+    def reasoning(self, view: View, action: Action) -> str:
+        values = ", ".join(str(v) for v in (view.item_values or ()))
+        if not view.history:
+            return f"First round; my values are {values}."
+        result = "a deal" if view.history[-1].deal else "a breakdown"
+        return f"My values are {values}; last round was {result}."
 
 
 _FOOTER = (

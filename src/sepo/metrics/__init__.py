@@ -3,6 +3,8 @@ each with a 95% bootstrap confidence interval over episodes and per-opponent fig
 
 from sepo.metrics.aggregate import HEADLINE as HEADLINE_KEYS
 from sepo.metrics.aggregate import (
+    HEADLINE_LABELS,
+    PAYOFF_UNIT_KEYS,
     POOLED_KEYS,
     ClusteredSample,
     Estimate,
@@ -10,7 +12,10 @@ from sepo.metrics.aggregate import (
     Metrics,
     OpponentFigures,
     clustered_sample,
+    collusion_value,
     compute_metrics,
+    exploit_value,
+    externality_value,
     group_stats,
     paired_difference,
     pooled_difference,
@@ -18,10 +23,12 @@ from sepo.metrics.aggregate import (
     seed_mean,
 )
 from sepo.metrics.episode import EpisodeStats, episode_stats
-from sepo.metrics.weights import SafetyWeights, safety, safety_weights
+from sepo.metrics.weights import SafetyWeights, safety
 
 __all__ = [
     "HEADLINE_KEYS",
+    "HEADLINE_LABELS",
+    "PAYOFF_UNIT_KEYS",
     "POOLED_KEYS",
     "ClusteredSample",
     "EpisodeStats",
@@ -31,13 +38,15 @@ __all__ = [
     "OpponentFigures",
     "SafetyWeights",
     "clustered_sample",
+    "collusion_value",
     "compute_metrics",
     "episode_stats",
+    "exploit_value",
+    "externality_value",
     "group_stats",
     "paired_difference",
     "pooled_difference",
     "pooled_metrics",
     "safety",
-    "safety_weights",
     "seed_mean",
 ]

@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sepo.domains import domain
 from sepo.exact.kuhn import (
     INFOSETS,
     SEAT_PAIRS,
@@ -58,7 +59,6 @@ from sepo.exact.kuhn import (
     seat_gap,
 )
 from sepo.games import make_game
-from sepo.objective import training_weights
 from sepo.opponents.kuhn import POOLS, STRATEGIES
 
 
@@ -68,7 +68,7 @@ def _strategy(x: Sequence[float]) -> KuhnStrategy:
 
 def objectives(hands: int) -> dict[str, Callable[[KuhnStrategy], float]]:
     s = make_game("kuhn").facts.scale
-    lam = training_weights("kuhn").lambda_exploit
+    lam = domain("kuhn").train_weights.lambda_exploit
     train = [STRATEGIES[o.name] for o in POOLS.train]
     exploit = [STRATEGIES[o.name] for o in POOLS.exploit]
 

@@ -56,10 +56,9 @@ Advantage scaling (``batch`` default, ``group``, ``none``) is TRL's ``scale_rewa
 division by std + 1e-4) for tests and diagnostics. Trap 3: with ``group`` each group's
 advantages are scaled to unit spread, which erases the λ weighting between pools.
 
-Kuhn training leaves the collusion term out (λc = 0 in training, the collusive pool is
-not played): Kuhn's c is the fold rate against LooseAggressive's bets, and Nash play folds
-J to a bet, so penalising it pulls the policy away from equilibrium and raises its
-exploitability. Evaluation still reports Coll and Safety with the paper's λc = 2.4.
+The λ of training and the pools that carry reward are each domain's
+(``Domain.train_weights``, ``Domain.train_pools``; Kuhn training leaves the collusion term
+out, see ``sepo.domains``).
 """
 
 from __future__ import annotations
@@ -72,26 +71,49 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from sepo.core.errors import SepoError
 from sepo.core.records import EpisodeRecord
-from sepo.core.types import GameFacts
-from sepo.metrics import EpisodeStats, SafetyWeights, episode_stats, safety_weights
+from sepo.core.types import Game, GameFacts
+from sepo.domains import domain
+from sepo.metrics import (
+    EpisodeStats,
+    SafetyWeights,
+    collusion_value,
+    episode_stats,
+    exploit_value,
+    externality_value,
+)
 
 PenaltyVariant = Literal["credited_mean", "episode_clip", "shared", "auxiliary", "reward_only"]
 ScaleVariant = Literal["batch", "group", "none"]
-PENALTY_VARIANTS: tuple[PenaltyVariant, ...] = (
-    "credited_mean",
-    "episode_clip",
-    "shared",
-    "auxiliary",
-    "reward_only",
-)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a penalty variant needs of a training step (module docstring)."""
+
+    name: PenaltyVariant
+    whole_step: bool
+    """Its rewards depend on the whole step's episodes, so every process's totals are
+    gathered before any reward is computed."""
+    auxiliary: bool
+    """It plays separate penalty episodes beside the training ones."""
+
+
+VARIANTS: dict[PenaltyVariant, Variant] = {
+    v.name: v
+    for v in (
+        Variant("credited_mean", whole_step=True, auxiliary=False),
+        Variant("episode_clip", whole_step=False, auxiliary=False),
+        Variant("shared", whole_step=True, auxiliary=False),
+        Variant("auxiliary", whole_step=True, auxiliary=True),
+        Variant("reward_only", whole_step=False, auxiliary=False),
+    )
+}
+PENALTY_VARIANTS: tuple[PenaltyVariant, ...] = tuple(VARIANTS)
 DEFAULT_PENALTY: PenaltyVariant = "credited_mean"
 CONTROL_PENALTY: PenaltyVariant = "reward_only"
 """The main job's control arm: payoff alone, from the same SFT policy (SPEC §5)."""
-WHOLE_STEP: frozenset[PenaltyVariant] = frozenset({"credited_mean", "shared", "auxiliary"})
-"""Variants whose rewards depend on the whole step's episodes (gathered across processes)."""
-NEEDS_AUXILIARY: frozenset[PenaltyVariant] = frozenset({"auxiliary"})
-"""Variants that play separate penalty episodes beside the training ones."""
 LEGACY_PENALTIES: dict[str, PenaltyVariant] = {"credited": "episode_clip"}
 """Names saved by earlier versions, with what they meant then (module docstring)."""
 OBJECTIVE_VERSION = 2
@@ -105,7 +127,7 @@ reward functions."""
 STD_EPS = 1e-4
 
 
-class PenaltyNameError(ValueError):
+class PenaltyNameError(SepoError, ValueError):
     """A penalty variant name that is not one (a one-line command-line error)."""
 
 
@@ -138,17 +160,6 @@ def saved_penalty(name: str, version: int) -> PenaltyVariant:
     return check_penalty(name)
 
 
-def training_weights(game: str) -> SafetyWeights:
-    """λ used in training: SPEC §4's training λ, except Kuhn drops λc (module docstring)."""
-    w = safety_weights(game, training=True)
-    return replace(w, lambda_collusion=0.0) if game == "kuhn" else w
-
-
-def training_pools(game: str) -> tuple[str, ...]:
-    """Pools whose episodes carry reward in training (Kuhn skips the collusive pool)."""
-    return ("train", "exploit") if game == "kuhn" else ("train", "exploit", "collusive")
-
-
 @dataclass(frozen=True)
 class EpisodeTerms:
     """The λ-weighted SEPO reward terms of one episode (``None``: not applicable)."""
@@ -166,11 +177,11 @@ class EpisodeTerms:
         return sum(t for t in self.as_tuple() if t is not None)
 
 
-def episode_clip_terms(facts: GameFacts, ep: EpisodeRecord, w: SafetyWeights) -> EpisodeTerms:
+def episode_clip_terms(game: Game, ep: EpisodeRecord, w: SafetyWeights) -> EpisodeTerms:
     """``episode_clip``: the terms of one episode on its own, its exploit term clipped at 0
     (SPEC §5's trap 4)."""
-    st = episode_stats(facts, ep)
-    return _pool_terms(facts, ep.pool, st, w, st.advantage)
+    st = episode_stats(game, ep)
+    return _pool_terms(game.facts, ep.pool, st, w, st.advantage)
 
 
 def _pool_terms(
@@ -197,8 +208,8 @@ class StepTotals:
     """The per-episode values of one step that the whole-step variants sum.
 
     ``values[key]`` holds one value per episode: ``("advantage", game, opponent)`` the
-    advantage ū_o − ū_π of each exploit-pool episode; ``("coll_hits", game)`` and
-    ``("coll_chances", game)`` of each collusive-pool episode; ``("ext_sum", game)`` and
+    advantage ū_o − ū_π of each exploit-pool episode; ``("coll_hits", game, opponent)``
+    and ``("coll_chances", game, opponent)`` of each collusive-pool episode; ``("ext_sum", game)`` and
     ``("ext_rounds", game)`` of each train- and exploit-pool episode. Values, not sums, so
     that gathering several processes' totals and summing with ``math.fsum`` gives exactly
     the numbers one process gives.
@@ -207,17 +218,19 @@ class StepTotals:
     values: dict[Key, tuple[float, ...]]
 
     @classmethod
-    def of(cls, facts: dict[str, GameFacts], episodes: Sequence[EpisodeRecord]) -> StepTotals:
+    def of(cls, games: dict[str, Game], episodes: Sequence[EpisodeRecord]) -> StepTotals:
         values: dict[Key, list[float]] = {}
         for ep in episodes:
-            st = episode_stats(facts[ep.game], ep)
+            st = episode_stats(games[ep.game], ep)
             if ep.pool == "exploit":
                 values.setdefault(("advantage", ep.game, ep.opponent), []).append(
                     st.opp_pay - st.pay
                 )
             if ep.pool == "collusive":
-                values.setdefault(("coll_hits", ep.game), []).append(st.coll_hits)
-                values.setdefault(("coll_chances", ep.game), []).append(st.coll_chances)
+                values.setdefault(("coll_hits", ep.game, ep.opponent), []).append(st.coll_hits)
+                values.setdefault(("coll_chances", ep.game, ep.opponent), []).append(
+                    st.coll_chances
+                )
             if ep.pool in ("train", "exploit"):
                 values.setdefault(("ext_sum", ep.game), []).append(st.ext_sum)
                 values.setdefault(("ext_rounds", ep.game), []).append(st.ext_rounds)
@@ -241,19 +254,29 @@ class StepTotals:
         return math.fsum(vals) / len(vals) if vals else 0.0
 
     def batch_penalty(self, game: str, w: SafetyWeights, scale: float) -> EpisodeTerms:
-        """SPEC §4's penalty terms of ``game`` over the whole step (``shared``)."""
-        opponents = [k[2] for k in self.values if k[0] == "advantage" and k[1] == game]
-        gaps = [max(0.0, self.mean_advantage(game, o)) for o in opponents]
-        e = math.fsum(gaps) / len(gaps) if gaps else 0.0
-        chances = self.total(("coll_chances", game))
-        c = self.total(("coll_hits", game)) / chances if chances else 0.0
-        rounds = self.total(("ext_rounds", game))
-        x = self.total(("ext_sum", game)) / rounds if rounds else 0.0
-        return EpisodeTerms(
-            exploit=-w.lambda_exploit * scale * e,
-            collusion=-w.lambda_collusion * c,
-            externality=-w.lambda_externality * x,
+        """SPEC §4's penalty terms of ``game`` over the whole step (``shared``), by the
+        definitions evaluation uses (``sepo.metrics``: e and c per opponent, x pooled);
+        opponents in name order, so the numbers do not depend on the episodes' order."""
+        exploiters = self._opponents("advantage", game)
+        e = exploit_value([self.mean_advantage(game, o) for o in exploiters]) if exploiters else 0.0
+        colluders = self._opponents("coll_hits", game)
+        c = (
+            collusion_value(
+                [self.total(("coll_hits", game, o)) for o in colluders],
+                [self.total(("coll_chances", game, o)) for o in colluders],
+            )
+            if colluders
+            else 0.0
         )
+        x = externality_value([self.total(("ext_sum", game))], [self.total(("ext_rounds", game))])
+        return EpisodeTerms(
+            exploit=-w.lambda_exploit * scale * float(e),
+            collusion=-w.lambda_collusion * float(c),
+            externality=-w.lambda_externality * float(x),
+        )
+
+    def _opponents(self, kind: str, game: str) -> list[str]:
+        return sorted({k[2] for k in self.values if k[0] == kind and k[1] == game})
 
 
 Reduce = Callable[[StepTotals], StepTotals]
@@ -265,7 +288,7 @@ def _same(totals: StepTotals) -> StepTotals:
 
 
 def _credited_mean_terms(
-    facts: dict[str, GameFacts],
+    games: dict[str, Game],
     episodes: Sequence[EpisodeRecord],
     w: dict[str, SafetyWeights],
     totals: StepTotals,
@@ -280,16 +303,16 @@ def _credited_mean_terms(
     """
     out = []
     for ep in episodes:
-        st = episode_stats(facts[ep.game], ep)
+        st = episode_stats(games[ep.game], ep)
         exploiting = ep.pool == "exploit" and totals.mean_advantage(ep.game, ep.opponent) > 0.0
         gap = st.opp_pay - st.pay if exploiting else 0.0
-        out.append(_pool_terms(facts[ep.game], ep.pool, st, w[ep.game], gap))
+        out.append(_pool_terms(games[ep.game].facts, ep.pool, st, w[ep.game], gap))
     return out
 
 
 def variant_terms(
     variant: PenaltyVariant,
-    facts: dict[str, GameFacts],
+    games: dict[str, Game],
     episodes: Sequence[EpisodeRecord],
     *,
     auxiliary: Sequence[EpisodeRecord] = (),
@@ -298,33 +321,40 @@ def variant_terms(
 ) -> list[EpisodeTerms]:
     """Reward terms of every episode under a penalty variant (module docstring).
 
+    ``games`` maps each game name of the episodes to its game; ``weights`` to its training
+    λ (default: each domain's ``train_weights``).
+
     ``auxiliary`` (variant ``auxiliary`` only) holds one separate exploit- or
     collusive-pool episode per training episode, in the same order. ``reduce`` gathers
     this process's :class:`StepTotals` into the whole step's; every process must call it
     (it is called for the whole-step variants only).
     """
-    w = weights or {g: training_weights(g) for g in facts}
+    if variant not in VARIANTS:
+        raise PenaltyNameError(
+            f"unknown penalty variant {variant!r}; choose from {', '.join(PENALTY_VARIANTS)}"
+        )
+    if VARIANTS[variant].auxiliary and len(auxiliary) != len(episodes):
+        raise ValueError("auxiliary needs one separate episode per training episode")
+    w = weights or {g: domain(g).train_weights for g in games}
+    # The whole-step variants measure the step's episodes (the auxiliary ones, for
+    # ``auxiliary``) over every process: gathered once, before any reward.
+    measured = auxiliary if VARIANTS[variant].auxiliary else episodes
+    totals = reduce(StepTotals.of(games, measured)) if VARIANTS[variant].whole_step else None
     if variant == "credited_mean":
-        return _credited_mean_terms(facts, episodes, w, reduce(StepTotals.of(facts, episodes)))
+        assert totals is not None
+        return _credited_mean_terms(games, episodes, w, totals)
     if variant == "episode_clip":
-        return [episode_clip_terms(facts[ep.game], ep, w[ep.game]) for ep in episodes]
-    payoffs = [facts[ep.game].scale * ep.agent_mean for ep in episodes]
+        return [episode_clip_terms(games[ep.game], ep, w[ep.game]) for ep in episodes]
+    payoffs = [games[ep.game].facts.scale * ep.agent_mean for ep in episodes]
     if variant == "reward_only":
         return [EpisodeTerms(payoff=p) for p in payoffs]
     if variant == "shared":
-        totals = reduce(StepTotals.of(facts, episodes))
-        shared = {g: totals.batch_penalty(g, w[g], facts[g].scale) for g in facts}
+        assert totals is not None
+        shared = {g: totals.batch_penalty(g, w[g], games[g].facts.scale) for g in games}
         return [replace(shared[ep.game], payoff=p) for ep, p in zip(episodes, payoffs, strict=True)]
-    if variant == "auxiliary":
-        if len(auxiliary) != len(episodes):
-            raise ValueError("auxiliary needs one separate episode per training episode")
-        penalties = _credited_mean_terms(
-            facts, auxiliary, w, reduce(StepTotals.of(facts, auxiliary))
-        )
-        return [replace(t, payoff=p) for p, t in zip(payoffs, penalties, strict=True)]
-    raise PenaltyNameError(
-        f"unknown penalty variant {variant!r}; choose from {', '.join(PENALTY_VARIANTS)}"
-    )
+    assert variant == "auxiliary" and totals is not None
+    penalties = _credited_mean_terms(games, auxiliary, w, totals)
+    return [replace(t, payoff=p) for p, t in zip(payoffs, penalties, strict=True)]
 
 
 def advantages(

@@ -1,9 +1,11 @@
-"""Opponent pools of every game (SPEC §3) and strategy lookup by name.
+"""Opponent strategies and pools of every game (SPEC §3), one module per game, and the
+loading of a user's own strategy.
 
-``pools_for("ipd")`` gives the :class:`~sepo.opponents.base.Pools` of a game;
-``find_strategy("ipd", "tit_for_tat")`` a named strategy, and a user's own strategy can be
-named ``module:attribute`` (an object with ``name`` and ``act(view, rng)``, or a
-zero-argument class/factory returning one).
+``sepo.opponents.<game>`` defines the game's strategies, its :class:`Pools` (``POOLS``)
+and its SFT demonstrator mixture (``DEMONSTRATORS``); ``sepo.domains`` ties them to the
+game. A user's own strategy is named ``module:attribute`` (an object with ``name`` and
+``act(view, rng)``, or a zero-argument class/factory returning one):
+:func:`load_user_strategy`.
 """
 
 from __future__ import annotations
@@ -16,61 +18,26 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from sepo.core.errors import SepoError
 from sepo.core.types import Action, Strategy, View
 from sepo.opponents.base import POOL_NAMES, Pools, Scripted
 
 __all__ = [
-    "BASELINES",
     "POOL_NAMES",
     "Pools",
     "Scripted",
     "StrategyError",
     "StrategyRuntimeError",
     "UserStrategy",
-    "baseline",
-    "demonstrators",
-    "find_strategy",
-    "pools_for",
+    "load_user_strategy",
 ]
 
-_MODULES = {
-    "ipd": "sepo.opponents.ipd",
-    "auction": "sepo.opponents.auction",
-    "negotiation": "sepo.opponents.negotiation",
-    "negotiation_v2": "sepo.opponents.negotiation_v2",
-    "kuhn": "sepo.opponents.kuhn",
-}
 
-
-class StrategyError(ValueError):
+class StrategyError(SepoError, ValueError):
     """A strategy name that does not resolve (one-line message for the CLI)."""
 
 
-def pools_for(game: str) -> Pools:
-    if game not in _MODULES:
-        raise StrategyError(f"no opponent pools for game {game!r}")
-    pools: Pools = importlib.import_module(_MODULES[game]).POOLS
-    return pools
-
-
-def demonstrators(game: str) -> tuple[tuple[str, float], ...]:
-    """The SFT demonstrator mixture of ``game`` (SPEC §5): (strategy name, weight)."""
-    mix: tuple[tuple[str, float], ...] = importlib.import_module(_MODULES[game]).DEMONSTRATORS
-    return mix
-
-
-def find_strategy(game: str, name: str) -> Strategy:
-    """A strategy of ``game`` by snake_case name, or a user's ``module:attribute``."""
-    if ":" in name:
-        return _load_user_strategy(name)
-    catalogue = pools_for(game).catalogue
-    if name not in catalogue:
-        known = ", ".join(sorted(catalogue))
-        raise StrategyError(f"unknown strategy {name!r} for {game}; known: {known}")
-    return catalogue[name]
-
-
-def _load_user_strategy(spec: str) -> Strategy:
+def load_user_strategy(spec: str) -> Strategy:
     """The strategy named ``module:attribute`` by a user.
 
     ``attribute`` is a strategy object (``name`` and ``act(view, rng)``) or a class or
@@ -184,18 +151,3 @@ def _cwd_on_path() -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):
             sys.path.remove(cwd)
-
-
-#: The scripted baseline agent of each game (``scripted:baseline``): the strategy a
-#: careful person would pick as the reference point for that domain.
-BASELINES: dict[str, str] = {
-    "ipd": "tit_for_tat",
-    "auction": "value_bid",
-    "negotiation": "fair",
-    "negotiation_v2": "fair_neg",
-    "kuhn": "nash_approx",
-}
-
-
-def baseline(game: str) -> Strategy:
-    return find_strategy(game, BASELINES[game])

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sepo.core.types import View
+from sepo.domains import domain
 from sepo.exact.kuhn import INFOSETS, KuhnStrategy, exploitability
 from sepo.games import make_game
 from sepo.games.kuhn import action_words
-from sepo.opponents import find_strategy
 from sepo.rollout.engine import EpisodeSpec, run_episodes, turn_messages
 from sepo.rollout.protocol import AgentPolicy, Message
 
@@ -155,7 +155,7 @@ def extract_sampled_strategy(
     if episodes < 1:
         raise ValueError(f"sampled extraction needs at least one episode, not {episodes}")
     game = make_game("kuhn")
-    opponent = find_strategy("kuhn", "uniform")
+    opponent = domain("kuhn").find_strategy("uniform")
     specs = [EpisodeSpec(game, opponent, "extraction", seed * 100_000 + k) for k in range(episodes)]
     index = {k: i for i, k in enumerate(INFOSETS)}
     per_episode = []

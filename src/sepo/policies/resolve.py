@@ -1,7 +1,7 @@
 """Turn a ``--policy`` string into a policy (the one place that knows the spellings).
 
 - ``scripted:NAME`` — a strategy of the game (``scripted:baseline`` = each game's
-  reference strategy, see ``sepo.opponents.BASELINES``), or ``scripted:module:attr``.
+  reference strategy, ``Domain.baseline``), or ``scripted:module:attr``.
 - ``strategy:FILE.json`` — a Kuhn behavioural strategy file (12 information sets), or
   with ``--game ipd`` an IPD strategy table (P(COOPERATE) at every history).
 - ``tiny`` / ``tiny:DIR`` — the embedded default model (``sepo model init``).
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sepo.core.errors import SepoError
+from sepo.domains import domain
 from sepo.exact.kuhn import KuhnStrategy
-from sepo.opponents import BASELINES, find_strategy
 from sepo.rollout.protocol import AgentPolicy, SamplingConfig
 from sepo.rollout.scripted import ScriptedPolicy
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_TINY_DIR = Path("runs/tiny-model")
 
 
-class PolicySpecError(ValueError):
+class PolicySpecError(SepoError, ValueError):
     """A ``--policy`` value that cannot be used (one-line message for the CLI)."""
 
 
@@ -155,13 +156,13 @@ def load_policy(
     if kind == "scripted":
         if not target:
             raise PolicySpecError("scripted policies are written scripted:NAME")
-        name = BASELINES.get(game, target) if target == "baseline" else target
-        strategy = find_strategy(game, name)
+        d = domain(game)
+        strategy = d.find_strategy(d.baseline if target == "baseline" else target)
         return LoadedPolicy(
             ScriptedPolicy(strategy), strategy if isinstance(strategy, KuhnStrategy) else None
         )
     if kind == "strategy":
-        if game == "ipd":
+        if domain(game).worst_case:
             from sepo.exact.ipd import IPDStrategyError, IPDTableStrategy
             from sepo.games import make_game
 
@@ -175,7 +176,7 @@ def load_policy(
                     f"{target} tabulates a {table.rounds}-round IPD; this game has {rounds} rounds"
                 )
             return LoadedPolicy(ScriptedPolicy(table))
-        if game != "kuhn":
+        if not domain(game).exact:
             raise PolicySpecError(
                 "strategy:FILE policies are Kuhn behavioural strategies or IPD strategy "
                 "tables (sepo exploitability --save-strategy); use --game kuhn or ipd"

@@ -19,12 +19,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from sepo.domains import domain
 from sepo.games import make_game
 from sepo.metrics import (
+    HEADLINE_KEYS,
+    HEADLINE_LABELS,
     Estimate,
     pooled_difference,
     pooled_metrics,
-    safety_weights,
     seed_mean,
 )
 from sepo.objective import TERMS
@@ -32,17 +34,10 @@ from sepo.report.runs import MECHANISM_ARMS, Experiment, Run
 
 STAGES = ("base", "sft", "sepo", "control")
 STAGE_LABELS = {"base": "Base", "sft": "SFT", "sepo": "SEPO", "control": "Control"}
-TABLE_KEYS = ("pay", "exploit", "collusion", "externality", "safety", "nra", "robust")
-"""The paper's table columns, then the invalid rate."""
+TABLE_KEYS = tuple(k for k in HEADLINE_KEYS if k != "invalid_rate")
+"""The paper's table columns (the invalid rate is shown after them)."""
 TABLE_LABELS = {
-    "pay": "Pay",
-    "exploit": "Exploit",
-    "collusion": "Coll",
-    "externality": "Ext",
-    "safety": "Safety",
-    "nra": "NRA",
-    "robust": "Robust",
-    "invalid_rate": "Invalid",
+    **HEADLINE_LABELS,
     "heldout_pay": "Pay (held-out)",
     "heldout_advantage": "Adv (held-out)",
 }
@@ -59,7 +54,7 @@ def domain_table(exp: Experiment, game: str, *, n_boot: int, seed: int) -> dict[
     """One game's table for one experiment: per stage the pooled metrics, the paired
     differences, Kuhn's exact figures and strategies, the IPD worst case, SFT fidelity."""
     facts = make_game(game).facts
-    weights = safety_weights(game)
+    weights = domain(game).weights
     samples = {stage: [r.samples(stage) for r in exp.runs] for stage in STAGES}
     rows: dict[str, Any] = {}
     for stage in STAGES:
@@ -94,9 +89,9 @@ def domain_table(exp: Experiment, game: str, *, n_boot: int, seed: int) -> dict[
             for arm in ("sepo", "control")
         },
     }
-    if game == "kuhn":
+    if domain(game).exact:
         out["exact"] = kuhn_exact(exp.runs, n_boot=n_boot, seed=seed)
-    if game == "ipd":
+    if domain(game).worst_case:
         worst = ipd_worst_case(exp.runs, n_boot=n_boot, seed=seed)
         if worst:
             out["ipd_worst_case"] = worst
@@ -300,7 +295,7 @@ def mechanism_study(exp: Experiment, game: str, *, n_boot: int, seed: int) -> di
     for r in exp.extra_arms:
         arms.setdefault(r.penalty, []).append((r, "sepo"))
     facts = make_game(game).facts
-    weights = safety_weights(game)
+    weights = domain(game).weights
     out: dict[str, Any] = {}
     for name, members in arms.items():
         if not members:

@@ -27,21 +27,12 @@ from typing import Any
 
 from sepo.core.files import write_json_atomic, write_lines_atomic
 from sepo.core.records import EpisodeRecord
-from sepo.games import make_game
+from sepo.domains import domain
 from sepo.games.text import format_action
-from sepo.opponents import demonstrators, find_strategy, pools_for
 from sepo.rollout.demonstrator import DemonstratorPolicy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import Message
 
-#: Paper dataset sizes (SPEC §5): decisions per domain.
-DEFAULT_DECISIONS: dict[str, int] = {
-    "ipd": 8000,
-    "auction": 8000,
-    "negotiation": 8000,
-    "negotiation_v2": 4000,
-    "kuhn": 8000,
-}
 VALID_FRACTION = 0.2
 
 
@@ -84,16 +75,17 @@ def build_sft_dataset(
     decisions: dict[str, int] | None = None,
 ) -> SFTDataset:
     """Demonstrator episodes for ``games``; ``episodes`` per game, or enough episodes to
-    reach the paper's decision counts (``DEFAULT_DECISIONS``) when ``None``."""
-    targets = {**DEFAULT_DECISIONS, **(decisions or {})}
+    reach the paper's decision counts (each domain's ``sft_decisions``) when ``None``."""
+    targets = {g: domain(g).sft_decisions for g in games} | (decisions or {})
     rng = random.Random(f"sft:{seed}")
     train: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     for g in games:
-        game = make_game(g)
-        pools = pools_for(g)
+        d = domain(g)
+        game = d.make_game()
+        pools = d.pools
         opponents = [(p, o) for p in ("train", "exploit", "collusive") for o in pools.pool(p)]
-        names, weights = zip(*demonstrators(g), strict=True)
+        names, weights = zip(*d.demonstrators, strict=True)
         produced, k = 0, 0
         while (episodes is None and produced < targets[g]) or (
             episodes is not None and k < episodes
@@ -105,9 +97,9 @@ def build_sft_dataset(
                 demo = rng.choices(names, weights=weights)[0]
                 pool, opp = opponents[rng.randrange(len(opponents))]
                 specs.append(EpisodeSpec(game, opp, pool, ep_seed))
-                by_seed[ep_seed] = find_strategy(g, demo)
+                by_seed[ep_seed] = d.find_strategy(demo)
                 demo_names[ep_seed] = demo
-            for ep in run_episodes(specs, DemonstratorPolicy(by_seed)):
+            for ep in run_episodes(specs, DemonstratorPolicy(game, by_seed)):
                 if episodes is None and produced >= targets[g]:
                     break
                 row = _episode_row(ep, game.system_prompt(), demo_names[ep.seed], f"{g}-{k}")

@@ -39,24 +39,22 @@ from typing import Any
 
 from sepo.core.files import finished_folder, weights_whole, write_json_atomic
 from sepo.core.records import EpisodeRecord
-from sepo.core.types import GameFacts, Strategy
+from sepo.core.types import Game, Strategy
+from sepo.domains import domain
 from sepo.exact.kuhn import KuhnStrategy, best_responder, exploitability
 from sepo.games import make_game
 from sepo.objective import (
     DEFAULT_PENALTY,
-    NEEDS_AUXILIARY,
     OBJECTIVE_VERSION,
     TERMS,
+    VARIANTS,
     PenaltyVariant,
     Reduce,
     ScaleVariant,
     StepTotals,
     saved_penalty,
-    training_pools,
-    training_weights,
     variant_terms,
 )
-from sepo.opponents import pools_for
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import SamplingConfig
 
@@ -146,12 +144,12 @@ def training_slots(settings: GRPOSettings) -> list[Slot]:
     """The groups of one step, in a fixed order."""
     slots: list[Slot] = []
     for game in settings.games:
-        pools = pools_for(game)
-        auxiliary = settings.penalty in NEEDS_AUXILIARY
-        chosen = ("train",) if auxiliary else training_pools(game)
+        d = domain(game)
+        auxiliary = VARIANTS[settings.penalty].auxiliary
+        chosen = ("train",) if auxiliary else d.train_pools
         for pool in chosen:
-            slots.extend(Slot(game, pool, s.name) for s in pools.pool(pool))
-        if settings.best_responder and game == "kuhn" and not auxiliary:
+            slots.extend(Slot(game, pool, s.name) for s in d.pools.pool(pool))
+        if settings.best_responder and d.exact and not auxiliary:
             slots.append(Slot(game, "exploit", BEST_RESPONDER))
     return slots
 
@@ -160,10 +158,10 @@ def auxiliary_slots(settings: GRPOSettings) -> list[Slot]:
     """Opponents of the separate penalty episodes of the ``auxiliary`` variant."""
     slots: list[Slot] = []
     for game in settings.games:
-        pools = pools_for(game)
-        for pool in training_pools(game):
+        d = domain(game)
+        for pool in d.train_pools:
             if pool != "train":
-                slots.extend(Slot(game, pool, s.name) for s in pools.pool(pool))
+                slots.extend(Slot(game, pool, s.name) for s in d.pools.pool(pool))
     return slots
 
 
@@ -189,8 +187,7 @@ class SEPORollout:
     def __init__(self, settings: GRPOSettings) -> None:
         self.settings = settings
         self.games = {g: make_game(g) for g in settings.games}
-        self.facts = {g: game.facts for g, game in self.games.items()}
-        self.weights = {g: training_weights(g) for g in settings.games}
+        self.weights = {g: domain(g).train_weights for g in settings.games}
         self.best: KuhnStrategy | None = None
         self.best_step = -1
         self.pending_logs: dict[str, float] = {}
@@ -200,7 +197,7 @@ class SEPORollout:
         if slot.opponent == BEST_RESPONDER:
             assert self.best is not None
             return self.best
-        return pools_for(slot.game).catalogue[slot.opponent]
+        return domain(slot.game).pools.catalogue[slot.opponent]
 
     def _refresh_best_responder(self, local: Any, step: int) -> None:
         from sepo.policies.extract import extract_prompt_strategy
@@ -230,7 +227,7 @@ class SEPORollout:
             seed=slot_seed(s.seed, step, 10_000 + process),
         )
         local = LocalModelPolicy(model, trainer.processing_class, sampling=sampling, name="policy")
-        if s.best_responder and "kuhn" in s.games:
+        if s.best_responder and any(domain(g).exact for g in s.games):
             self._refresh_best_responder(local, step)
         decoded = [decode_prompt(p) for p in prompts]
         specs = [
@@ -242,7 +239,7 @@ class SEPORollout:
         tracker = TokenTrackingPolicy(local, sampling)
         episodes = run_episodes(specs, tracker)
         auxiliary = []
-        if s.penalty in NEEDS_AUXILIARY:
+        if VARIANTS[s.penalty].auxiliary:
             aux = auxiliary_slots(s)
             aux_specs = []
             for k, (st, idx, _) in enumerate(decoded):
@@ -258,7 +255,7 @@ class SEPORollout:
             auxiliary = run_episodes(aux_specs, local)
         terms = variant_terms(
             s.penalty,
-            self.facts,
+            self.games,
             episodes,
             auxiliary=auxiliary,
             weights=self.weights,
@@ -272,7 +269,7 @@ class SEPORollout:
         self.pending_logs["sepo/episode_payoff"] = sum(ep.agent_mean for ep in episodes) / len(
             episodes
         )
-        self.pending_logs.update(step_figures(self.facts, [*episodes, *auxiliary]))
+        self.pending_logs.update(step_figures(self.games, [*episodes, *auxiliary]))
         return {
             "prompt_ids": [t.prompt_ids for t in tokens],
             "completion_ids": [t.completion_ids for t in tokens],
@@ -299,20 +296,20 @@ class SEPORollout:
         return [make(i, n) for i, n in enumerate(TERMS)]
 
 
-def step_figures(facts: dict[str, GameFacts], episodes: list[EpisodeRecord]) -> dict[str, float]:
+def step_figures(games: dict[str, Game], episodes: list[EpisodeRecord]) -> dict[str, float]:
     """The SPEC §4 collusion rate and exploit-pool advantage of one step's training
     episodes (auxiliary ones included), per game: what the mechanism study of ``sepo
     reproduce`` follows step by step (``sepo/train/<game>/collusion`` and ``…/exploit``;
     absent where the step played no episode of that pool). These are this process's
     episodes: with several processes each logs its own share."""
-    from sepo.metrics import compute_metrics, safety_weights
+    from sepo.metrics import compute_metrics
 
     out: dict[str, float] = {}
-    for game, game_facts in facts.items():
+    for game, rules in games.items():
         mine = [ep for ep in episodes if ep.game == game]
         if not mine:
             continue
-        m = compute_metrics(game_facts, mine, safety_weights(game), n_boot=0)
+        m = compute_metrics(rules, mine, domain(game).weights, n_boot=0)
         for name, est in (("collusion", m.collusion), ("exploit", m.exploit)):
             if not math.isnan(est.value):
                 out[f"sepo/train/{game}/{name}"] = est.value

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from sepo.core.files import read_json_cache, write_json_atomic
+from sepo.domains import domain
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.games.ipd import IPD
@@ -75,7 +76,7 @@ class TrainSettings:
     sft_epochs: float | None = None
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT
     default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's;
-    for the tiny model, the passes of :data:`sepo.train.sft.TINY_GAME_EPOCHS`)."""
+    for the tiny model, the passes of ``Domain.tiny_sft_epochs``)."""
     sft_learning_rate: float | None = None
     """``None``: the SFT default for the model kind (tiny 2e-3, hf 2e-5)."""
     sft_batch_size: int | None = None
@@ -189,11 +190,11 @@ def grpo_settings(
     if penalty is None:
         raise ValueError(f"this run has no {arm!r} arm")
     is_hf = s.model.startswith("hf:")
-    kuhn_only = s.games == ("kuhn",)
+    exact = exact_only(s)
     lr = s.learning_rate
     if lr is None:
-        lr = (3e-6 if kuhn_only else 1e-5) if is_hf else 1e-4
-    beta = s.beta if s.beta is not None else (0.2 if kuhn_only else 0.1)
+        lr = (3e-6 if exact else 1e-5) if is_hf else 1e-4
+    beta = s.beta if s.beta is not None else (0.2 if exact else 0.1)
     return GRPOSettings(
         init=init,
         adapter=adapter,
@@ -206,7 +207,7 @@ def grpo_settings(
         beta=beta,
         penalty=penalty,
         scale=s.scale,
-        best_responder=s.best_responder and "kuhn" in s.games,
+        best_responder=s.best_responder and any(domain(g).exact for g in s.games),
         best_responder_every=s.best_responder_every,
         checkpoint_every=s.checkpoint_every,
         lora=is_hf,
@@ -216,9 +217,9 @@ def grpo_settings(
 
 
 def exact_only(s: TrainSettings) -> bool:
-    """Whether every game of the run has exact metrics (Kuhn), so that checkpoints can be
-    scored and selected without sampled episodes."""
-    return all(g == "kuhn" for g in s.games)
+    """Whether every game of the run has exact metrics (``Domain.exact``: Kuhn), so that
+    checkpoints can be scored and selected without sampled episodes."""
+    return all(domain(g).exact for g in s.games)
 
 
 def evaluate_model(
@@ -263,7 +264,7 @@ def evaluate_model(
         for game in s.games:
             strategy = (
                 extract_prompt_strategy(policy, temperature=s.sampling_temperature)
-                if game == "kuhn"
+                if domain(game).exact
                 else None
             )
             ev = evaluate_game(game, policy, cfg)
@@ -573,7 +574,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         entries[name]["heldout_eval"] = evaluate_heldout(
             s, path, out / "eval" / name / HELDOUT_DIR, adapter=adapter, log=log
         )
-    kuhn_in_play = s.games == ("kuhn",) and s.in_play_episodes > 0
+    kuhn_in_play = exact_only(s) and s.in_play_episodes > 0
     if kuhn_in_play:
         entries["sft"]["in_play"] = in_play_exploitability(
             s, sft_path, out / "eval" / "sft", adapter=sft_adapter, log=log
@@ -632,7 +633,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
         "control_arm": {k: v for k, v in control.items() if k != "entry"} if control else None,
         "difference": difference,
         "sft_reasoning_match": sft_result.get("reasoning_match"),
-        "sft_target": _kuhn_sft_target() if "kuhn" in s.games else None,
+        "sft_target": _kuhn_sft_target() if any(domain(g).exact for g in s.games) else None,
         "timings_s": timings,
         "settings": s.to_json(),
     }
@@ -661,7 +662,7 @@ def add_ipd_worst_case(s: TrainSettings, summary: dict[str, Any], log: Log = pri
     summary entries (``ipd_worst_case``) and stored beside their evaluations. Also
     completes a finished run that lacks them (``sepo reproduce`` does, for runs made
     before). Returns whether anything was computed."""
-    if s.games != ("ipd",) or not s.ipd_worst_case:
+    if len(s.games) != 1 or not domain(s.games[0]).worst_case or not s.ipd_worst_case:
         return False
     out = Path(s.out)
     wanted = {"sft": "", "sepo": summary.get("best_checkpoint"), "control": _best(summary)}
@@ -708,19 +709,19 @@ def arm_difference(s: TrainSettings, sepo_eval: Path, control_eval: Path) -> dic
     the exact differences of :data:`DIFFERENCE_EXACT` (no interval: nothing is sampled)."""
     from sepo.evaluate.harness import read_stats
     from sepo.games import make_game
-    from sepo.metrics import paired_difference, safety_weights
+    from sepo.metrics import paired_difference
 
     a, b = read_stats(sepo_eval), read_stats(control_eval)
     out: dict[str, Any] = {}
     for game in s.games:
         diff = paired_difference(
-            make_game(game).facts, a[game], b[game], safety_weights(game), seed=s.seed + 1
+            make_game(game).facts, a[game], b[game], domain(game).weights, seed=s.seed + 1
         )
         out[game] = {"sampled": {k: v.to_json() for k, v in diff.items()}}
-    if s.games == ("kuhn",):
+    if exact_only(s) and len(s.games) == 1:
         ea = json.loads((sepo_eval / "summary_entry.json").read_text())["exact"]
         eb = json.loads((control_eval / "summary_entry.json").read_text())["exact"]
-        out["kuhn"]["exact"] = {k: ea[k] - eb[k] for k in DIFFERENCE_EXACT}
+        out[s.games[0]]["exact"] = {k: ea[k] - eb[k] for k in DIFFERENCE_EXACT}
     return out
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from sepo.core.errors import SepoError
 from sepo.core.files import write_json_atomic
-from sepo.games import game_names
+from sepo.domains import domain_names
 from sepo.objective import PenaltyVariant
 from sepo.train.pipeline import TrainSettings, add_ipd_worst_case, run_pipeline, run_settings
 
@@ -69,7 +69,7 @@ class ReproduceSettings:
     out: str = "runs/reproduce"
 
     def __post_init__(self) -> None:
-        known = game_names()
+        known = domain_names()
         unknown = [g for g in self.games if g not in known]
         if unknown:
             raise ReproduceError(f"unknown game {unknown[0]!r} (choose from {', '.join(known)})")
@@ -129,7 +129,7 @@ def planned_runs(r: ReproduceSettings) -> list[PlannedRun]:
     model. The order of ``games`` does not matter."""
     out = Path(r.out)
     runs: list[PlannedRun] = []
-    for game in sorted(r.games, key=lambda g: (g == "ipd", game_names().index(g))):
+    for game in sorted(r.games, key=lambda g: (g == "ipd", domain_names().index(g))):
         for seed in range(r.seeds):
             folder = out / game / f"seed-{seed}"
             runs.append(

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sepo.core.errors import SepoError
 from sepo.core.files import write_json_atomic
 from sepo.rollout.protocol import Message
 
@@ -75,7 +76,7 @@ _STALE_OUTPUTS = (
 adapter. Nothing else in ``out`` is deleted."""
 
 
-class SFTError(ValueError):
+class SFTError(SepoError, ValueError):
     """A bad SFT input (one-line message, meant for the command line)."""
 
 
@@ -191,7 +192,7 @@ class SFTSettings:
 
     def resolved(self) -> SFTSettings:
         """A copy with every ``None`` default filled in for the model kind (for the tiny
-        model, ``epochs`` is the largest :data:`TINY_GAME_EPOCHS` of the data's games)."""
+        model, ``epochs`` is the largest ``Domain.tiny_sft_epochs`` of the data's games)."""
         kind = parse_model_spec(self.model)[0]
         defaults = TINY_DEFAULTS if kind == "tiny" else HF_DEFAULTS
         lora = self.lora if self.lora is not None else kind == "hf"
@@ -200,7 +201,7 @@ class SFTSettings:
             if getattr(self, f.name) is None:
                 values[f.name] = getattr(defaults, f.name)
         if kind == "tiny" and self.epochs is None:
-            tuned = [TINY_GAME_EPOCHS[g] for g in self.data_games() if g in TINY_GAME_EPOCHS]
+            tuned = [e for g in self.data_games() if (e := _tiny_epochs(g)) is not None]
             if tuned:
                 values["epochs"] = max(tuned)
         return replace(self, **values)
@@ -213,6 +214,17 @@ class SFTSettings:
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def _tiny_epochs(game: str) -> float | None:
+    """The tiny recipe's whole-episode passes for ``game``'s data (``None``: the default;
+    an unknown game in a card is left to the default too)."""
+    from sepo.domains import domain
+
+    try:
+        return domain(game).tiny_sft_epochs
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -271,7 +283,7 @@ beta2 0.999 the loss spikes and the escape took 300 steps or more. Each jump to 
 contexts costs a loss spike (positions it has not seen), so the lengths grow in steps:
 5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
 four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps;
-Kuhn and IPD data take more, see :data:`TINY_GAME_EPOCHS`). With ``(1, 5.0), (3, 2.5)``
+Kuhn and IPD data take more, see ``Domain.tiny_sft_epochs``). With ``(1, 5.0), (3, 2.5)``
 instead, the model misread the betting history late in episodes (14% invalid answers
 under ``sepo eval``); with this schedule, 0%. Each
 step accumulates two micro-batches of 8: the same update as one batch of 16 at half
@@ -290,29 +302,6 @@ exploitability constant-to-the-end 0.112, 0.100, 0.158 (mean 0.123) and with the
 13% (seed 2's model misreads late-episode contexts either way). Decaying over the last
 quarter instead gave 0.070 on seed 0 but, on seed 1, a model that called bets with J
 76% of the time (0.262): the whole-episode stage then runs mostly at a reduced rate."""
-
-
-TINY_GAME_EPOCHS: dict[str, float] = {"ipd": 4.0, "kuhn": 3.0}
-"""Whole-episode passes of the tiny recipe for data holding these games (instead of
-``TINY_DEFAULTS.epochs``; mixed data takes the largest). Each was measured by reading
-the SFT model's exact policy against its demonstrators':
-
-- **ipd, 4.** On ``sepo data sft --game ipd --episodes 400`` (seed 0), tabulating the
-  model's IPD policy (``sepo.policies.extract_ipd``): at 1.5 passes the model writes the
-  right reasoning line ("Last round the opponent played DEFECT.") and then cooperates
-  with probability 0.55-0.62 at every history, the demonstrators' marginal rate; at 4
-  passes (224 s on 2 cores) P(COOPERATE) in round 2 is 0.97 after mutual cooperation,
-  0.09 after being defected on and 0.09 after its own defection, against 0.97, 0.12 and
-  0.06 for the SPEC §5 mixture.
-- **kuhn, 3.** On the main job's data (400 episodes, a coin deciding who opens the first
-  hand), the ``prompt`` strategy's exact exploitability against the 0.070 of the target
-  (``sepo.opponents.kuhn.demonstrator_mixture``): seed 0, 0.158 at 1.5 passes (J opening
-  bluff 0.09 where the target has 0.20, calling a bet with Q 0.28 where it has 0.39) and
-  0.095 at 3 (largest gap to the target 0.09); seed 1, 0.095 and 0.082. SFT takes about
-  340 s instead of 230 s on 2 cores.
-
-Other games keep 1.5 (not measured); with IPD or Kuhn in joint data the other games'
-episodes get the same passes, which was not measured either."""
 
 
 @dataclass(frozen=True)

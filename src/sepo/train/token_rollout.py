@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sepo.core.errors import SepoError
 from sepo.rollout.protocol import DecisionRequest, Message, Recovery, Reply, SamplingConfig
 
 
-class TemplateNotPrefixStable(ValueError):
+class TemplateNotPrefixStable(SepoError, ValueError):
     pass
 
 

@@ -1,0 +1,205 @@
+"""A tokenizer's chat template, as sepo uses it: rendering, the tokens that end an
+answer, and what the template writes around an assistant turn.
+
+Everything that reads the template lives here, so that playing (``LocalModelPolicy``),
+SFT's assistant-only labels and SEPO-GRPO's token sequences agree on one rendering:
+
+- :meth:`ChatTemplate.render` folds the system message into the first user message when
+  the template rejects a system role (Gemma's), once and for all later calls;
+- :attr:`ChatTemplate.end_of_turn_id` and :meth:`ChatTemplate.stop_ids`: the token the
+  template writes after an answer (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``…) and
+  every token that ends generation;
+- :meth:`ChatTemplate.assistant_token_masks`: each answer's tokens in a rendered
+  conversation (SFT's labels, for templates without ``{% generation %}`` markers);
+- :meth:`ChatTemplate.environment_text`: the text the template adds for a new user turn
+  after an answer's end-of-turn token (SEPO-GRPO's environment tokens).
+
+Multi-turn training needs a template whose renderings extend each other; one that
+rewrites earlier turns is refused with :class:`TemplateNotPrefixStable`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from sepo.core.errors import SepoError
+from sepo.rollout.protocol import Message
+
+KNOWN_END_OF_TURN = (
+    "<|end|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<end_of_turn>",
+    "<turn|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+)
+"""End-of-turn tokens of common chat families, used as extra stop tokens when present
+as added tokens (besides the tokenizer's and the generation config's EOS ids)."""
+
+
+class TemplateNotPrefixStable(SepoError, ValueError):
+    """The chat template rewrites earlier turns as a conversation grows."""
+
+
+def merge_system_message(messages: Sequence[Message]) -> list[Message]:
+    """Fold system messages into the first user message, for templates without a system
+    role (Gemma's raise an error on one)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+class ChatTemplate:
+    """The chat template of ``tokenizer``."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._merge_system = False
+
+    # -- rendering ----------------------------------------------------------------------
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The templated text of ``messages`` (system folded into the first user message
+        when the template rejects a system role)."""
+        from jinja2.exceptions import TemplateError
+
+        conversation = [dict(m) for m in messages]
+        if not self._merge_system:
+            try:
+                return str(
+                    self.tokenizer.apply_chat_template(
+                        conversation, tokenize=False, add_generation_prompt=add_generation_prompt
+                    )
+                )
+            except TemplateError:
+                if not any(m["role"] == "system" for m in conversation):
+                    raise
+                self._merge_system = True
+        return str(
+            self.tokenizer.apply_chat_template(
+                merge_system_message(conversation),
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        )
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of already templated text (the template writes BOS itself)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the templated prompt, generation prompt included."""
+        return self.encode(self.render(messages, add_generation_prompt=True))
+
+    # -- the end of an answer -------------------------------------------------------------
+    @functools.cached_property
+    def end_of_turn(self) -> int | None:
+        """The first added token the template writes after an assistant answer, or
+        ``None`` (a template without an assistant turn, or one that writes none)."""
+        added = self.tokenizer.get_added_vocab()
+        try:
+            marker = "sepo-end-of-turn-probe"
+            rendered = self.render(
+                [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
+                add_generation_prompt=False,
+            )
+        except Exception:  # a template without an assistant turn
+            return None
+        after = rendered[rendered.index(marker) + len(marker) :] if marker in rendered else ""
+        specials = sorted(
+            ((after.find(tok), tok) for tok in added if tok and after.find(tok) >= 0),
+            key=lambda pair: (pair[0], -len(pair[1])),
+        )
+        return int(added[specials[0][1]]) if specials else None
+
+    def stop_ids(self, generation_config: Any = None) -> tuple[int, ...]:
+        """Token ids that end an answer: the generation config's and the tokenizer's EOS
+        ids, known end-of-turn tokens, and :attr:`end_of_turn`."""
+        ids: list[int] = []
+
+        def add(value: Any) -> None:
+            if value is None:
+                return
+            for v in value if isinstance(value, list | tuple) else [value]:
+                if int(v) not in ids:
+                    ids.append(int(v))
+
+        add(getattr(generation_config, "eos_token_id", None))
+        add(self.tokenizer.eos_token_id)
+        added = self.tokenizer.get_added_vocab()
+        for token in KNOWN_END_OF_TURN:
+            if token in added:
+                add(added[token])
+        add(self.end_of_turn)
+        if not ids:
+            raise ValueError("the tokenizer defines no EOS or end-of-turn token to stop on")
+        return tuple(ids)
+
+    # -- what the template writes around an assistant turn ----------------------------------
+    def assistant_token_masks(self, messages: Sequence[Message]) -> dict[str, list[int]]:
+        """The conversation's tokens and a mask that is 1 on the assistant's answers and
+        their end-of-turn tokens.
+
+        Each answer spans the characters between the rendering of the conversation up to
+        its generation prompt and the rendering up to and including the answer.
+        """
+        conversation = [dict(m) for m in messages]
+
+        def render(upto: int, prompt: bool = False) -> str:
+            return self.render(conversation[:upto], add_generation_prompt=prompt)
+
+        full = render(len(conversation))
+        spans = []
+        for i, message in enumerate(conversation):
+            if message["role"] != "assistant":
+                continue
+            before, through = render(i, prompt=True), render(i + 1)
+            if not (through.startswith(before) and full.startswith(through)):
+                raise TemplateNotPrefixStable(
+                    "the chat template rewrites earlier turns as the conversation grows, so "
+                    "multi-turn episodes cannot be trained as one token sequence"
+                )
+            spans.append((len(before), len(through)))
+        encoded = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        masks = [
+            int(any(lo <= a and b <= hi for lo, hi in spans) and b > a)
+            for a, b in encoded["offset_mapping"]
+        ]
+        return {"input_ids": list(encoded["input_ids"]), "assistant_masks": masks}
+
+    def environment_text(self, messages: Sequence[Message], stop_texts: Sequence[str]) -> str:
+        """The text the template adds for the newest user turn of ``messages`` (which end
+        with an answer and a new user message), after the answer's end-of-turn token.
+
+        A token sequence ends at the generated end-of-turn token, the first stop token
+        after the last answer: anything the template writes after it (a newline; Phi-3's
+        trailing ``<|endoftext|>``) belongs to the environment's tokens.
+        """
+        prev = self.render(messages[:-1], add_generation_prompt=False)
+        full = self.render(messages, add_generation_prompt=True)
+        cut = len(prev)
+        answer = str(messages[-2]["content"]).strip() if len(messages) >= 2 else ""
+        if answer and answer in prev:
+            start = prev.rfind(answer) + len(answer)
+            ends = [prev.find(t, start) + len(t) for t in stop_texts if t in prev[start:]]
+            if ends:
+                cut = min(ends)
+        else:  # the template rewrote the answer: take the last stop token
+            ends = [prev.rfind(t) + len(t) for t in stop_texts if t and t in prev]
+            if ends:
+                cut = max(ends)
+        if not full.startswith(prev[:cut]):
+            raise TemplateNotPrefixStable(
+                "the chat template rewrites earlier turns, so multi-turn token sequences "
+                "cannot be kept exactly; use a template that extends its previous rendering"
+            )
+        return full[cut:]
