@@ -401,10 +401,19 @@ def test_pipeline_assembles_the_summary_from_finished_stages(tmp_path: Path) -> 
     assert best["seat_gap"] == summary["sepo"]["exact"]["seat_gap"]
     assert 0.0 <= summary["sft"]["exact"]["seat_gap"] <= 1.0
     assert summary["sft_reasoning_match"] == match
+    # The SFT target is the demonstrator mixture: its 12 probabilities and its
+    # exploitability 0.07 = 7/100 are worked by hand in tests/kuhn_by_hand.py (and
+    # checked against OpenSpiel in tests/test_kuhn_exact.py).
+    import kuhn_by_hand
+
     assert summary["sft_target"]["exploitability"] == pytest.approx(0.07)
+    hand_exploitability = float(kuhn_by_hand.MIXTURE_EXPLOITABILITY)
+    assert summary["sft_target"]["exploitability"] == pytest.approx(hand_exploitability, abs=1e-12)
     from sepo.exact.kuhn import INFOSETS
 
     assert list(summary["sft_target"]["strategy"]) == list(INFOSETS)
+    by_hand = {k: float(v) for k, v in kuhn_by_hand.DEMONSTRATOR_MIXTURE.items()}
+    assert summary["sft_target"]["strategy"] == pytest.approx(by_hand, abs=1e-12)
     # Base, SFT and the best checkpoints also meet the held-out pool, on the same seeds.
     for stage, folder in {"base": run / "eval" / "base", **in_play_dirs}.items():
         assert (folder / "heldout" / "stats.jsonl").exists()

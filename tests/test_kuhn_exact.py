@@ -12,6 +12,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kuhn_by_hand as by_hand
 from sepo.core.types import State, Strategy, View
 from sepo.domains import domain
 from sepo.exact.kuhn import (
@@ -648,11 +650,91 @@ def test_demonstrator_mixture_is_what_the_sft_data_plays_in_hand_one() -> None:
             counts[card + betting][1] += 1
             betting += "pb" if action == "PASS" else "-"  # only a check leads to "pb"
     target = demonstrator_mixture()
+    # 0.07 = 7/100: worked by hand in tests/kuhn_by_hand.py (best responses 11/1800 and
+    # 241/1800) and OpenSpiel's, in the two tests below.
     assert exploitability(target).exploitability == pytest.approx(0.07, abs=1e-9)
     for infoset, (aggressive, n) in counts.items():
         p = target.to_dict()[infoset]
         assert n >= 10, (infoset, n)
         assert abs(aggressive / n - p) <= 4 * (p * (1 - p) / n) ** 0.5 + 1e-9, (infoset, n)
+
+
+def _float_dict(d: dict[str, Fraction]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items()}
+
+
+def test_demonstrators_are_spec_s_by_hand() -> None:
+    # SPEC §5's weights, and the play the hand computation in kuhn_by_hand.py starts from.
+    assert dict(DEMONSTRATORS) == {k: float(w) for k, (w, _) in by_hand.DEMONSTRATORS.items()}
+    for name, (_, probs) in by_hand.DEMONSTRATORS.items():
+        assert STRATEGIES[name].to_dict() == pytest.approx(_float_dict(probs)), name
+
+
+def test_demonstrator_mixture_by_hand() -> None:
+    """The SFT target and its exploitability, 7/100, against the values worked by hand in
+    ``tests/kuhn_by_hand.py``; the hand table itself is checked against the mixture
+    recomputed in fractions from SPEC §5's weights (weights times check probability for
+    the first actor's call after check-bet)."""
+    from sepo.opponents.kuhn import demonstrator_mixture
+
+    mix: dict[str, Fraction] = {}
+    for key in INFOSETS:
+        reach = {
+            name: w * (1 - p[key[0]]) if key.endswith("pb") else w
+            for name, (w, p) in by_hand.DEMONSTRATORS.items()
+        }
+        mix[key] = sum(
+            (reach[n] * p[key] for n, (_, p) in by_hand.DEMONSTRATORS.items()), Fraction(0)
+        ) / sum(reach.values())
+    assert mix == by_hand.DEMONSTRATOR_MIXTURE
+
+    target = demonstrator_mixture()
+    assert target.to_dict() == pytest.approx(_float_dict(by_hand.DEMONSTRATOR_MIXTURE), abs=1e-12)
+    result = exploitability(target)
+    assert result.br_value_first == pytest.approx(float(by_hand.MIXTURE_BR_VALUE_FIRST), abs=1e-12)
+    assert result.br_value_second == pytest.approx(
+        float(by_hand.MIXTURE_BR_VALUE_SECOND), abs=1e-12
+    )
+    assert result.exploitability == pytest.approx(float(by_hand.MIXTURE_EXPLOITABILITY), abs=1e-12)
+
+
+def _infoset_states(game: pyspiel.Game) -> dict[str, pyspiel.State]:
+    """One OpenSpiel state per information state string, by walking the whole tree."""
+    found: dict[str, pyspiel.State] = {}
+    stack = [game.new_initial_state()]
+    while stack:
+        state = stack.pop()
+        if state.is_terminal():
+            continue
+        if not state.is_chance_node():
+            found.setdefault(state.information_state_string(), state)
+        stack.extend(state.child(a) for a in state.legal_actions())
+    return found
+
+
+@requires_openspiel
+def test_demonstrator_mixture_is_openspiels_aggregate() -> None:
+    """OpenSpiel's ``PolicyAggregator`` turns the weighted demonstrators (one drawn per
+    episode) into the behavioural strategy they play together, by its own reach-weighted
+    walk of the tree; it is the SFT target at all 12 information sets, and OpenSpiel's
+    exploitability of it is 0.07."""
+    from open_spiel.python.algorithms import policy_aggregator
+
+    from sepo.opponents.kuhn import demonstrator_mixture
+
+    policies = [to_openspiel(STRATEGIES[name]) for name, _ in DEMONSTRATORS]
+    weights = [w for _, w in DEMONSTRATORS]
+    aggregate = policy_aggregator.PolicyAggregator(GAME).aggregate(
+        [0, 1], [policies, policies], [weights, weights]
+    )
+    target = demonstrator_mixture()
+    states = _infoset_states(GAME)
+    assert len(states) == 12
+    for key in INFOSETS:
+        probs = aggregate.action_probabilities(states[_CARD_DIGIT[key[0]] + key[1:]])
+        assert probs[1] == pytest.approx(target.aggressive_prob(key), abs=1e-12), key
+    theirs = os_exploitability.exploitability(GAME, aggregate)
+    assert theirs == pytest.approx(0.07, abs=1e-12)
 
 
 # -- seat-blind strategies ------------------------------------------------------------
@@ -666,8 +748,13 @@ def _seat_blind(values: list[float]) -> KuhnStrategy:
 
 
 def test_seat_gap() -> None:
-    # The α = 1/3 equilibrium differs between seats only in the Q call (1/3 vs 2/3);
-    # α = 0 checks K as first actor and bets it after a check.
+    # Kuhn's (1950) family, written out by hand in kuhn_by_hand.py. Seat pairs at α = 1/3:
+    # J/Jp 1/3, 1/3; Q/Qp 0, 0; K/Kp 1, 1; Jb/Jpb 0, 0; Qb/Qpb 1/3, 2/3; Kb/Kpb 1, 1: the
+    # largest gap is the Q call's, 1/3. At α = 0 the first actor checks K (0) where the
+    # second bets it (1): 1.
+    for alpha in (Fraction(0), Fraction(1, 3)):
+        hand = _float_dict(by_hand.kuhn_1950(alpha))
+        assert KuhnStrategy.nash(float(alpha)).to_dict() == pytest.approx(hand, abs=1e-15)
     assert seat_gap(KuhnStrategy.nash(1.0 / 3.0)) == pytest.approx(1.0 / 3.0)
     assert seat_gap(KuhnStrategy.nash(0.0)) == pytest.approx(1.0)
     assert seat_gap(KuhnStrategy.uniform()) == 0.0
@@ -677,10 +764,24 @@ def test_seat_gap() -> None:
 def test_seat_blind_floor_is_attained() -> None:
     # Nash α = 1/3 with both Q calls at 2/3 is seat-blind with exploitability 1/36;
     # with both at the second actor's 1/3 it is 1/18.
+    # Worked by hand in kuhn_by_hand.py: the best responses are (0, 1/18) and
+    # (−1/18, 1/6), so the exploitabilities are 1/36 and 1/18.
     best = _seat_blind([1.0 / 3.0, 0.0, 1.0, 0.0, 2.0 / 3.0, 1.0])
     assert exploitability(best).exploitability == pytest.approx(SEAT_BLIND_FLOOR, abs=1e-12)
     low_q = _seat_blind([1.0 / 3.0, 0.0, 1.0, 0.0, 1.0 / 3.0, 1.0])
     assert exploitability(low_q).exploitability == pytest.approx(1.0 / 18.0, abs=1e-12)
+    assert SEAT_BLIND_FLOOR == 1.0 / 36.0
+    for strategy, hand in ((best, by_hand.SEAT_BLIND_HIGH_Q), (low_q, by_hand.SEAT_BLIND_LOW_Q)):
+        assert strategy.to_dict() == pytest.approx(
+            _float_dict(by_hand.seat_blind_nash(hand["q_call"]))
+        )
+        result = exploitability(strategy)
+        assert result.br_value_first == pytest.approx(float(hand["br_first"]), abs=1e-12)
+        assert result.br_value_second == pytest.approx(float(hand["br_second"]), abs=1e-12)
+        if GAME is not None:  # and OpenSpiel agrees
+            theirs = os_exploitability.exploitability(GAME, to_openspiel(strategy))
+            expected = (hand["br_first"] + hand["br_second"]) / 2
+            assert theirs == pytest.approx(float(expected), abs=1e-12)
 
 
 def test_no_seat_blind_strategy_beats_the_floor() -> None:

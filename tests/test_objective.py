@@ -4,12 +4,17 @@ Trap 1 (constant control variate): a penalty that is the same for every episode 
 group cancels when the group mean is subtracted, so ``shared`` trains exactly like
 ``reward_only``. Trap 3: dividing each group by its own std erases the λ weighting
 between pools, while batch scaling keeps it.
+
+The trap tests compute advantages with :func:`sepo.objective.advantages`, a copy of
+TRL's formula; :func:`test_advantages_are_what_trl_computes` pins that copy to TRL's own
+computation (see its docstring).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,6 +109,92 @@ def test_trap3_group_scaling_erases_lambda_batch_keeps_it() -> None:
     # Batch scaling: tripling λc makes the collusive pool's advantages larger relative to the rest.
     ratio = np.abs(b3[coll]).sum() / np.abs(b1[coll]).sum()
     assert ratio > 1.5
+
+
+# -- the copy of TRL's advantages is TRL's -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sepo_trainers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """SEPO's own IPD ``GRPOTrainer`` (:func:`sepo.train.grpo.build_trainer`, one group
+    of ``GROUP`` per slot) on the tiny model, for each advantage scaling."""
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from sepo.policies.corpus import game_corpus
+    from sepo.policies.tiny import build_tiny_model
+    from sepo.train.grpo import GRPOSettings, build_trainer
+
+    tiny = tmp_path_factory.mktemp("tiny")
+    build_tiny_model(tiny, game_corpus(seed=0, episodes_per_game=10), seed=0)
+    trainers = {}
+    for scale in ("batch", "group", "none"):
+        out = tmp_path_factory.mktemp(f"run-{scale}")
+        settings = GRPOSettings(
+            init=str(tiny),
+            out=str(out),
+            games=("ipd",),
+            group_size=GROUP,
+            scale=scale,  # type: ignore[arg-type]
+            steps=1,
+            report_to="none",
+        )
+        trainer, _ = build_trainer(settings)
+        trainer.model.train()  # TRL groups by num_generations in training mode
+        trainers[scale] = trainer
+    return trainers
+
+
+def _trl_advantages(trainer: Any, terms: list[EpisodeTerms]) -> np.ndarray:
+    """The advantages TRL's ``GRPOTrainer._generate_and_score_completions`` gives a step
+    whose episodes carry ``terms``: SEPO's rollout is replaced by one that returns fixed
+    tokens and these terms, which SEPO's reward functions then hand to TRL."""
+    eos = trainer.processing_class.eos_token_id
+
+    def rollout(prompts: list[Any], _: Any) -> dict[str, Any]:
+        n = len(prompts)
+        return {
+            "prompt_ids": [[5, 6, 7]] * n,
+            "completion_ids": [[8, eos]] * n,
+            "logprobs": [[0.0, 0.0]] * n,
+            "sepo_terms": [list(t.as_tuple()) for t in terms],
+        }
+
+    trainer.rollout_func = rollout
+    # One dict per episode: TRL writes each episode's rollout fields into its own.
+    batch = trainer._generate_and_score_completions([{"prompt": "step"} for _ in terms])
+    return np.asarray(batch["advantages"].detach().cpu().double().numpy())
+
+
+@pytest.mark.parametrize("scale", ["batch", "group", "none"])
+def test_advantages_are_what_trl_computes(scale: str, sepo_trainers: dict[str, Any]) -> None:
+    """The trap tests use :func:`sepo.objective.advantages`, a copy of TRL's formula; here
+    it is checked against TRL itself. TRL 1.16 computes advantages inline in
+    ``GRPOTrainer._generate_and_score_completions`` (the ``multi_objective_aggregation ==
+    "sum_then_normalize"`` branch: weighted ``nansum`` of the reward functions, minus the
+    group mean, divided by the group's or the batch's ``nanstd`` + 1e-4 unless
+    ``scale_rewards="none"``), with no function of its own to call. So the test drives
+    that method on the trainer SEPO trains with, built by ``build_trainer`` (its
+    ``scale_rewards``, aggregation, unit reward weights and reward functions), with only
+    the rollout replaced by fixed tokens, and compares the advantages it returns for the
+    trap tests' own batches (the variants and the tripled λc of trap 3) with the copy's,
+    within float32 rounding. Every episode has at least one term here, as in training:
+    TRL gives an episode with none no advantage and leaves it out of its group's mean,
+    while the copy would count it as reward 0."""
+    eps = _ipd_batch()
+    batches = {
+        variant: variant_terms(variant, FACTS, eps)
+        for variant in ("reward_only", "shared", "credited_mean", "episode_clip")
+    }
+    batches["credited_mean, λc tripled"] = _with_collusion_weight(eps, 3.0)
+    trainer = sepo_trainers[scale]
+    assert trainer.scale_rewards == scale and trainer.num_generations == GROUP
+    assert trainer.multi_objective_aggregation == "sum_then_normalize"
+    for name, terms in batches.items():
+        assert all(any(t is not None for t in x.as_tuple()) for x in terms)
+        ours = advantages(terms, GROUP, scale)  # type: ignore[arg-type]
+        assert np.abs(ours).max() > 0.1, name  # something to compare
+        trl = _trl_advantages(trainer, terms)
+        np.testing.assert_allclose(trl, ours, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_episode_clip_terms_per_pool() -> None:
