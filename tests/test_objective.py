@@ -182,7 +182,7 @@ def test_advantages_are_what_trl_computes(scale: str, sepo_trainers: dict[str, A
     while the copy would count it as reward 0."""
     eps = _ipd_batch()
     batches = {
-        variant: variant_terms(variant, FACTS, eps)
+        variant: variant_terms(variant, GAMES, eps)
         for variant in ("reward_only", "shared", "credited_mean", "episode_clip")
     }
     batches["credited_mean, λc tripled"] = _with_collusion_weight(eps, 3.0)
