@@ -23,12 +23,10 @@ transformers = pytest.importorskip("transformers")
 
 from sepo.core.types import Action, View  # noqa: E402
 from sepo.domains import find_strategy  # noqa: E402
-from sepo.policies.local import (  # noqa: E402
-    SHARED_PREFIX_MIN_TOKENS,
-    LocalModelPolicy,
-    constrained_distribution_from_tokens,
-    merge_system_message,
-)
+from sepo.policies.chat_template import merge_system_message  # noqa: E402
+from sepo.policies.constrained import constrained_distribution_from_tokens  # noqa: E402
+from sepo.policies.kv_cache import SHARED_PREFIX_MIN_TOKENS  # noqa: E402
+from sepo.policies.local import LocalModelPolicy  # noqa: E402
 from sepo.policies.tiny import END, build_tiny_model  # noqa: E402
 from sepo.rollout.protocol import DecisionRequest, Message, SamplingConfig  # noqa: E402
 
@@ -375,7 +373,7 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     requests = REQUESTS[:3]
     policy.respond(requests)  # keeps each episode's cache: prompt + generated tokens
     keys = [r.episode for r in requests]
-    kept = {k: [t.clone() for t in policy._kv[k][1][0]] for k in keys}
+    kept = {k: [t.clone() for t in policy.cache.conversations[k][1][0]] for k in keys}
     messages = [r.messages for r in requests]
     options = [["COOPERATE", "DEFECT", "COOPERATE COOPERATE"]] * 3
     policy.reuse_cache = False  # the reference feeds every prompt whole (no shared prefix)
@@ -387,7 +385,7 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     for row_fresh, row_reused in zip(fresh, reused, strict=True):
         assert [sum(lps) for _, lps in row_reused] == pytest.approx(row_fresh, abs=1e-4)
     for k in keys:
-        assert all(torch.equal(a, b) for a, b in zip(kept[k], policy._kv[k][1][0], strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(kept[k], policy.cache.conversations[k][1][0], strict=True))
     assert fed_reused < fed_fresh / 5  # only each prompt's last token and the answers
 
 
@@ -517,7 +515,7 @@ def test_shared_prefix_edge_cases(model_dir: Path) -> None:
     for got, want in zip(got_scores, reference.score_continuations(messages, options), strict=True):
         assert got == pytest.approx(want, abs=1e-4)
     policy.restart()
-    assert not policy._shared
+    assert not policy.cache.shared
 
 
 def test_shared_prefixes_of_older_weights_are_dropped(model_dir: Path) -> None:
@@ -554,7 +552,7 @@ def test_preallocated_cache_holds_what_a_dynamic_cache_holds(model_dir: Path) ->
     after selecting rows."""
     from transformers import AutoConfig, DynamicCache
 
-    from sepo.policies.local import _preallocated_cache
+    from sepo.policies.kv_cache import preallocated_cache as _preallocated_cache
 
     config = AutoConfig.from_pretrained(model_dir)
     heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads

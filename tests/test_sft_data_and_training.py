@@ -227,7 +227,8 @@ def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> 
     from sepo.rollout.engine import EpisodeSpec, run_episodes
     from sepo.rollout.protocol import SamplingConfig
     from sepo.train.sft import use_training_template
-    from sepo.train.token_rollout import TemplateNotPrefixStable, TokenTrackingPolicy
+    from sepo.policies.chat_template import TemplateNotPrefixStable
+    from sepo.train.token_rollout import TokenTrackingPolicy
 
     model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "qwen3")
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=0)
@@ -277,7 +278,10 @@ def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
 
 
 def test_tiny_sft_passes_per_game(tmp_path: Path) -> None:
-    from sepo.train.sft import TINY_DEFAULTS, TINY_GAME_EPOCHS, SFTSettings
+    from sepo.domains import domain
+    from sepo.train.sft import TINY_DEFAULTS, SFTSettings
+
+    TINY_GAME_EPOCHS = {g: domain(g).tiny_sft_epochs for g in ("ipd", "kuhn")}
 
     def epochs(model: str, games: list[str], given: float | None = None) -> float | None:
         data = tmp_path / "-".join(games)

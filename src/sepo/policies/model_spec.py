@@ -38,7 +38,7 @@ class ModelSpec:
     def parse(cls, spec: str, adapter: str | None = None) -> ModelSpec:
         """``tiny``, ``tiny:DIR`` or ``hf:PATH_OR_ID``; anything else is refused."""
         kind, sep, target = spec.partition(":")
-        if spec == "tiny":
+        if spec in ("tiny", "tiny:"):
             return cls("tiny", None, adapter)
         if kind in ("tiny", "hf") and sep and target.strip():
             return cls(kind, target, adapter)  # type: ignore[arg-type]

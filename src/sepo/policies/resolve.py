@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 from sepo.core.errors import SepoError
 from sepo.domains import domain
 from sepo.exact.kuhn import KuhnStrategy
+from sepo.policies.model_spec import DEFAULT_TINY_DIR, ModelSpec, ModelSpecError
 from sepo.rollout.protocol import AgentPolicy, SamplingConfig
 from sepo.rollout.scripted import ScriptedPolicy
 
 if TYPE_CHECKING:
     from sepo.policies.openai_compat import ClientConfig
-
-DEFAULT_TINY_DIR = Path("runs/tiny-model")
 
 
 class PolicySpecError(SepoError, ValueError):
@@ -46,7 +45,8 @@ class LoadedPolicy:
 
 
 def is_model_spec(spec: str) -> bool:
-    return spec == "tiny" or spec.split(":", 1)[0] in ("tiny", "hf", "openai")
+    """Whether ``spec`` names a model (``tiny``, ``hf:``, ``openai:``), not a strategy."""
+    return ModelSpec.names_model(spec) or spec.partition(":")[0] == "openai"
 
 
 def training_temperature(model_spec: str) -> float:
@@ -188,9 +188,11 @@ def load_policy(
 
         return LoadedPolicy(HumanPolicy())
     if kind in ("tiny", "hf"):
-        if kind == "hf" and not target.strip():
-            raise PolicySpecError("hf: needs a model path or hub id, e.g. hf:Qwen/Qwen2.5-0.5B")
-        path = target or str(DEFAULT_TINY_DIR)
+        try:
+            model = ModelSpec.parse(spec, adapter)
+        except ModelSpecError as exc:
+            raise PolicySpecError(str(exc)) from None
+        path = model.path or str(DEFAULT_TINY_DIR)
         if kind == "tiny" and not Path(path).expanduser().is_dir():
             raise PolicySpecError(
                 f"no tiny model at {path}; build one with `sepo model init --out {path}`"

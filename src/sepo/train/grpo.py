@@ -332,28 +332,17 @@ def gather_totals(accelerator: Any) -> Reduce:
 
 
 def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from sepo.policies.loading import load_model
+    from sepo.policies.model_spec import ModelSpec
+    from sepo.train.runtime import weights_dtype
 
-    from sepo.policies.local import apply_adapter, no_remote_code, tokenizer_source
-    from sepo.train.sft import weights_dtype
-
-    path = settings.init.removeprefix("hf:").removeprefix("tiny:")
-    is_hf = settings.init.startswith("hf:")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_source(path, settings.adapter), trust_remote_code=False
-        )
-        use_lora = settings.lora if settings.lora is not None else is_hf
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=weights_dtype(use_lora), trust_remote_code=False
-        )
-    except ValueError as exc:
-        raise no_remote_code(path, exc) from None
-    if settings.adapter:
-        # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
-        model = apply_adapter(model, settings.adapter, merge=True)
-        if not use_lora:
-            model.requires_grad_(True)  # PEFT froze the base weights
+    spec = ModelSpec.parse(settings.init, adapter=settings.adapter)
+    use_lora = settings.lora if settings.lora is not None else spec.is_hf
+    # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
+    loaded = load_model(spec, dtype=weights_dtype(use_lora), merge_adapter=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if settings.adapter and not use_lora:
+        model.requires_grad_(True)  # PEFT froze the base weights
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, use_lora
@@ -393,7 +382,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from sepo.train.sft import bf16_training, checkpointing_option, world_size
+    from sepo.train.runtime import bf16_training, checkpointing_option, world_size
 
     slots = training_slots(settings)
     rows = [
@@ -475,7 +464,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
 def _adapter_base_recorder(sft_adapter: str) -> Any:
     """A callback that marks each saved LoRA checkpoint as trained on base + the merged
     SFT adapter, so that loading the checkpoint as an adapter of the base model merges
-    the SFT adapter first (:func:`sepo.policies.local.adapter_chain`)."""
+    the SFT adapter first (:func:`sepo.policies.loading.adapter_chain`)."""
     from transformers import TrainerCallback
 
     class AdapterBaseRecorder(TrainerCallback):  # type: ignore[misc]
@@ -491,7 +480,7 @@ def _adapter_base_recorder(sft_adapter: str) -> Any:
 def _mark_sft_base(folder: Path, sft_adapter: str) -> None:
     """Record in a saved LoRA adapter ``folder`` that it was trained on base + the merged
     ``sft_adapter`` (nothing for a full model folder)."""
-    from sepo.policies.local import write_adapter_base
+    from sepo.policies.loading import write_adapter_base
 
     if (folder / "adapter_config.json").exists():
         write_adapter_base(folder, [sft_adapter])

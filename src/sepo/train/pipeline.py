@@ -51,10 +51,12 @@ from sepo.objective import (
     ScaleVariant,
     saved_penalty,
 )
+from sepo.policies.model_spec import ModelSpec
 from sepo.policies.resolve import training_temperature
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.grpo import GRPOSettings, checkpoints, latest_checkpoint, run_finished, run_grpo
-from sepo.train.sft import SFTError, library_versions
+from sepo.train.runtime import library_versions
+from sepo.train.sft import SFTError
 
 Log = Callable[[str], None]
 
@@ -146,6 +148,11 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def model_spec(self) -> ModelSpec:
+        """:attr:`model`, parsed."""
+        return ModelSpec.parse(self.model)
+
+    @property
     def sampling_temperature(self) -> float:
         """:attr:`temperature`, resolved for the model kind."""
         if self.temperature is not None:
@@ -189,7 +196,7 @@ def grpo_settings(
     penalty = dict(arms(s)).get(arm)
     if penalty is None:
         raise ValueError(f"this run has no {arm!r} arm")
-    is_hf = s.model.startswith("hf:")
+    is_hf = s.model_spec.is_hf
     exact = exact_only(s)
     lr = s.learning_rate
     if lr is None:
@@ -512,8 +519,9 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
 
     # 1. base model
     done = stage("base model")
-    if s.model.startswith("hf:"):
-        base_path = s.model.removeprefix("hf:")
+    spec = s.model_spec
+    if spec.is_hf and spec.path is not None:
+        base_path = spec.path
     else:
         base_dir = out / "base-model"
         if not tiny_model_complete(base_dir):
@@ -529,7 +537,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
             build_sft_dataset(list(s.games), episodes=s.sft_episodes, seed=s.seed), data_dir
         )
     if not isinstance(read_json_cache(sft_dir / "sft_result.json"), dict):
-        model_spec = f"hf:{base_path}" if s.model.startswith("hf:") else f"tiny:{base_path}"
+        model_spec = str(spec.at(base_path))
         result = run_sft(
             SFTSettings(
                 data=data_dir,
@@ -649,7 +657,8 @@ def sft_policy(
     """(model path, adapter) of a run's SFT policy: a LoRA adapter on the base model, or
     the fine-tuned model itself. ``sft_result``: the run's ``sft_result.json``, if read."""
     out = Path(s.out)
-    base = s.model.removeprefix("hf:") if s.model.startswith("hf:") else str(out / "base-model")
+    spec = s.model_spec
+    base = spec.path if spec.is_hf and spec.path else str(out / "base-model")
     if sft_result is None:
         sft_result = json.loads((out / "sft" / "sft_result.json").read_text())
     adapter = sft_result.get("adapter")

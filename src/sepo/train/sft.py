@@ -37,22 +37,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sepo.core.errors import SepoError
 from sepo.core.files import write_json_atomic
+from sepo.policies.model_spec import ModelKind, ModelSpec, ModelSpecError
 from sepo.rollout.protocol import Message
+from sepo.train.runtime import (
+    bf16_training,
+    checkpointing_option,
+    library_versions,
+    weights_dtype,
+    world_size,
+)
 
 if TYPE_CHECKING:
     from sepo.train.sft_check import ReasoningAgreement
 
-ModelKind = Literal["tiny", "hf"]
 
 CONFIG_FILE = "sft_config.json"
 RESULT_FILE = "sft_result.json"
@@ -82,10 +88,6 @@ class SFTError(SepoError, ValueError):
 
 class SFTDataError(SFTError):
     """The data folder is missing, empty or not in the conversational format."""
-
-
-class ModelSpecError(SFTError):
-    """A ``model`` value that is not ``tiny``, ``tiny:DIR`` or ``hf:PATH_OR_ID``."""
 
 
 class OutputExistsError(SFTError):
@@ -193,7 +195,7 @@ class SFTSettings:
     def resolved(self) -> SFTSettings:
         """A copy with every ``None`` default filled in for the model kind (for the tiny
         model, ``epochs`` is the largest ``Domain.tiny_sft_epochs`` of the data's games)."""
-        kind = parse_model_spec(self.model)[0]
+        kind = ModelSpec.parse(self.model).kind
         defaults = TINY_DEFAULTS if kind == "tiny" else HF_DEFAULTS
         lora = self.lora if self.lora is not None else kind == "hf"
         values: dict[str, Any] = {"lora": lora}
@@ -381,21 +383,17 @@ class SFTResult:
         return f"SFT loss {first:.3f} → {last:.3f}"
 
 
-def parse_model_spec(spec: str) -> tuple[ModelKind, str | None]:
-    """``("tiny", None)``, ``("tiny", DIR)`` or ``("hf", PATH_OR_ID)`` for a model spec."""
-    kind, sep, target = spec.partition(":")
-    if spec == "tiny":
-        return "tiny", None
-    if kind == "tiny" and sep and target:
-        if not (Path(target).expanduser() / "config.json").is_file():
+def model_source(spec: ModelSpec) -> str | None:
+    """The folder or Hub id ``spec`` loads (``None``: a fresh tiny model); a ``tiny:DIR``
+    that holds no model is refused."""
+    if spec.kind == "tiny" and spec.path is not None:
+        if not (Path(spec.path).expanduser() / "config.json").is_file():
             raise ModelSpecError(
-                f"no tiny model in {target} (no config.json); build one with "
-                f"`sepo model init --out {target}` or pass --model tiny"
+                f"no tiny model in {spec.path} (no config.json); build one with "
+                f"`sepo model init --out {spec.path}` or pass --model tiny"
             )
-        return "tiny", str(Path(target).expanduser())
-    if kind == "hf" and sep and target:
-        return "hf", target
-    raise ModelSpecError(f"unknown model {spec!r}; use tiny, tiny:DIR or hf:PATH_OR_ID")
+        return str(Path(spec.path).expanduser())
+    return spec.path
 
 
 def check_out_dir(out: Path, overwrite: bool, data: Path | None = None) -> None:
@@ -453,7 +451,7 @@ def load_conversations(data: Path, tokenizer: Any = None) -> Any:
     ds = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
     ds = ds.select_columns(["messages"])
     if tokenizer is not None and not _accepts_system_role(tokenizer):
-        from sepo.policies.local import merge_system_message
+        from sepo.policies.chat_template import merge_system_message
 
         ds = ds.map(
             lambda row: {"messages": merge_system_message(row["messages"])},
@@ -564,40 +562,15 @@ def use_training_template(tokenizer: Any) -> bool:
 
 def assistant_token_masks(tokenizer: Any, messages: Sequence[Message]) -> dict[str, list[int]]:
     """The conversation's tokens and a mask that is 1 on the assistant's answers and
-    their end-of-turn tokens, for templates without ``{% generation %}`` markers.
+    their end-of-turn tokens, for templates without ``{% generation %}`` markers
+    (:meth:`ChatTemplate.assistant_token_masks`); a template that rewrites earlier turns
+    is a one-line error."""
+    from sepo.policies.chat_template import ChatTemplate, TemplateNotPrefixStable
 
-    Each answer spans the characters between the rendering of the conversation up to its
-    generation prompt and the rendering up to and including the answer. That needs a
-    template whose renderings extend each other (SEPO-GRPO needs the same); one that
-    rewrites earlier turns is a one-line error.
-    """
-    conversation = [dict(m) for m in messages]
-
-    def render(upto: int, prompt: bool = False) -> str:
-        return str(
-            tokenizer.apply_chat_template(
-                conversation[:upto], tokenize=False, add_generation_prompt=prompt
-            )
-        )
-
-    full = render(len(conversation))
-    spans = []
-    for i, message in enumerate(conversation):
-        if message["role"] != "assistant":
-            continue
-        before, through = render(i, prompt=True), render(i + 1)
-        if not (through.startswith(before) and full.startswith(through)):
-            raise ModelSpecError(
-                "the chat template rewrites earlier turns as the conversation grows, so "
-                "multi-turn episodes cannot be trained as one token sequence"
-            )
-        spans.append((len(before), len(through)))
-    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    masks = [
-        int(any(lo <= a and b <= hi for lo, hi in spans) and b > a)
-        for a, b in encoded["offset_mapping"]
-    ]
-    return {"input_ids": list(encoded["input_ids"]), "assistant_masks": masks}
+    try:
+        return ChatTemplate(tokenizer).assistant_token_masks(messages)
+    except TemplateNotPrefixStable as exc:
+        raise ModelSpecError(str(exc)) from None
 
 
 def prepare_sft(settings: SFTSettings) -> PreparedSFT:
@@ -609,7 +582,8 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     started = time.perf_counter()
     s = settings.resolved()
     _validate(s)
-    kind, source = parse_model_spec(s.model)
+    spec = ModelSpec.parse(s.model)
+    kind, source = spec.kind, model_source(spec)
     files = data_files(s.data)
     check_out_dir(s.out, s.overwrite, s.data)
     if source is not None:
@@ -618,7 +592,6 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         check_model_path(source)  # before anything in ``out`` is touched
 
     import torch
-    import transformers
     import trl
 
     if source is None:
@@ -626,21 +599,15 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         source = str(_build_base_model(s.out / BASE_MODEL_DIR, s.seed))
     cuda = torch.cuda.is_available()
     bf16 = bf16_training()
+    from sepo.policies.loading import RemoteCodeRefused, load_model
+
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        dtype = weights_dtype(bool(s.lora))
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=False
-        )
+        loaded = load_model(ModelSpec(kind, source), dtype=weights_dtype(bool(s.lora)))
     except OSError as exc:
         raise ModelSpecError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
-    except ValueError as exc:
-        from sepo.policies.local import no_remote_code
-
-        refusal = no_remote_code(source, exc)
-        if refusal is exc:
-            raise
-        raise ModelSpecError(str(refusal)) from None
+    except RemoteCodeRefused as exc:
+        raise ModelSpecError(str(exc)) from None
+    model, tokenizer = loaded.model, loaded.tokenizer
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelSpecError(f"{source} has no chat template; SFT needs a chat model")
     trl_masks = use_training_template(tokenizer)
@@ -883,55 +850,6 @@ def _lora_config(s: SFTSettings) -> Any:
 def _read_card(data: Path) -> Any:
     card = data / "card.json"
     return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else None
-
-
-def world_size() -> int:
-    """Training processes (accelerate and torchrun set ``WORLD_SIZE``; 1 without them)."""
-    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-
-
-def bf16_training() -> bool:
-    """Mixed-precision bf16 training: on a GPU that supports it (SFT and GRPO alike)."""
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def weights_dtype(lora: bool) -> Any:
-    """The dtype to load trained weights in: bf16 for LoRA on a bf16 GPU (the base stays
-    frozen); fp32 otherwise, so full fine-tuning keeps fp32 master weights (AdamW's small
-    updates would round away in bf16)."""
-    import torch
-
-    return torch.bfloat16 if lora and bf16_training() else torch.float32
-
-
-def checkpointing_option(config_class: type, enabled: bool) -> dict[str, bool]:
-    """The activation-checkpointing switch of a transformers/TRL config: recent
-    transformers call it ``activation_checkpointing`` (``gradient_checkpointing`` still
-    works there but warns), earlier 5.x releases only know ``gradient_checkpointing``."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(config_class)}
-    key = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in names
-        else "gradient_checkpointing"
-    )
-    return {key: enabled}
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of sepo and the training libraries (recorded with every run)."""
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("sepo", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 def _write_json(path: Path, payload: Any) -> None:

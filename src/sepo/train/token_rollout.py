@@ -21,12 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sepo.core.errors import SepoError
 from sepo.rollout.protocol import DecisionRequest, Message, Recovery, Reply, SamplingConfig
-
-
-class TemplateNotPrefixStable(SepoError, ValueError):
-    pass
 
 
 @dataclass
@@ -69,29 +64,9 @@ class TokenTrackingPolicy:
         return list(self.local.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _env_tokens(self, messages: tuple[Message, ...]) -> list[int]:
-        """Tokens the template adds for the newest user turn after the last assistant turn."""
-        prev = self.local.render_prompt(messages[:-1], add_generation_prompt=False)
-        full = self.local.render_prompt(messages, add_generation_prompt=True)
-        cut = len(prev)
-        # Our sequence ends at the generated end-of-turn token: the first stop token after
-        # the last answer. Anything the template writes after it (a newline; Phi-3's
-        # trailing <|endoftext|>) belongs to the environment's tokens.
-        answer = str(messages[-2]["content"]).strip() if len(messages) >= 2 else ""
-        if answer and answer in prev:
-            start = prev.rfind(answer) + len(answer)
-            ends = [prev.find(t, start) + len(t) for t in self._stop_texts if t in prev[start:]]
-            if ends:
-                cut = min(ends)
-        else:  # the template rewrote the answer: take the last stop token
-            ends = [prev.rfind(t) + len(t) for t in self._stop_texts if t and t in prev]
-            if ends:
-                cut = max(ends)
-        if not full.startswith(prev[:cut]):
-            raise TemplateNotPrefixStable(
-                "the chat template rewrites earlier turns, so multi-turn token sequences "
-                "cannot be kept exactly; use a template that extends its previous rendering"
-            )
-        return self._encode(full[cut:])
+        """Tokens the template adds for the newest user turn after the last assistant turn
+        (:meth:`ChatTemplate.environment_text`)."""
+        return self._encode(self.local.template.environment_text(messages, self._stop_texts))
 
     def end_episodes(self, episodes: Sequence[int]) -> None:
         """Free the model's key/value caches of ended episodes (their token sequences
