@@ -385,7 +385,10 @@ def test_scoring_from_a_kept_cache_matches_full_recomputation(model_dir: Path) -
     for row_fresh, row_reused in zip(fresh, reused, strict=True):
         assert [sum(lps) for _, lps in row_reused] == pytest.approx(row_fresh, abs=1e-4)
     for k in keys:
-        assert all(torch.equal(a, b) for a, b in zip(kept[k], policy.cache.conversations[k][1][0], strict=True))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(kept[k], policy.cache.conversations[k][1][0], strict=True)
+        )
     assert fed_reused < fed_fresh / 5  # only each prompt's last token and the answers
 
 

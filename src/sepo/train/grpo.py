@@ -336,7 +336,9 @@ def _load_model(settings: GRPOSettings) -> tuple[Any, Any, bool]:
     from sepo.policies.model_spec import ModelSpec
     from sepo.train.runtime import weights_dtype
 
-    spec = ModelSpec.parse(settings.init, adapter=settings.adapter)
+    # ``init`` is a model argument (``hf:…``, ``tiny:…``) or a bare folder (a tiny model).
+    init = settings.init if ModelSpec.names_model(settings.init) else f"tiny:{settings.init}"
+    spec = ModelSpec.parse(init, adapter=settings.adapter)
     use_lora = settings.lora if settings.lora is not None else spec.is_hf
     # Merged, the SFT policy is both the start and (adapter disabled) the KL reference.
     loaded = load_model(spec, dtype=weights_dtype(use_lora), merge_adapter=True)
@@ -382,6 +384,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from sepo.train import console
     from sepo.train.runtime import bf16_training, checkpointing_option, world_size
 
     slots = training_slots(settings)
@@ -432,6 +435,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         dataloader_num_workers=0,
         # Activation checkpointing saves memory on real models and only costs time on the tiny one.
         **checkpointing_option(GRPOConfig, use_lora),
+        disable_tqdm=console.active(),  # quiet_run shows its own bar
         **settings.extra_trl,
     )
     peft_config = None
@@ -458,6 +462,7 @@ def build_trainer(settings: GRPOSettings) -> tuple[Any, SEPORollout]:
         rollout_func=rollout,
         callbacks=callbacks,
     )
+    console.use_progress(trainer, f"SEPO-GRPO {Path(settings.out).name} ({settings.penalty})")
     return trainer, rollout
 
 

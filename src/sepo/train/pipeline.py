@@ -477,6 +477,16 @@ def copy_sft_stages(s: TrainSettings, source: Path, out: Path) -> None:
 
 
 def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) -> dict[str, Any]:
+    """Every stage of the main job into ``s.out`` (module docstring), skipping what a
+    resumed run finished. The libraries' own output goes to ``s.out/train.log``; each
+    training stage shows one progress bar (:mod:`sepo.train.console`)."""
+    from sepo.train.console import quiet_run
+
+    with quiet_run(Path(s.out)):
+        return _run_pipeline(s, resume=resume, log=log)
+
+
+def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]:
     from sepo.policies.corpus import game_corpus
     from sepo.policies.tiny import build_tiny_model, tiny_model_complete
     from sepo.train.demonstrations import build_sft_dataset, write_dataset

@@ -594,6 +594,8 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
     import torch
     import trl
 
+    from sepo.train import console
+
     if source is None:
         s.out.mkdir(parents=True, exist_ok=True)
         source = str(_build_base_model(s.out / BASE_MODEL_DIR, s.seed))
@@ -676,7 +678,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         assistant_only_loss=trl_masks,
         max_length=s.max_length,
         packing=False,
-        disable_tqdm=False,
+        disable_tqdm=console.active(),  # quiet_run shows its own bar
         dataloader_num_workers=0,
     )
     trainer = trl.SFTTrainer(
@@ -688,6 +690,7 @@ def prepare_sft(settings: SFTSettings) -> PreparedSFT:
         peft_config=_lora_config(s) if s.lora else None,
         callbacks=callbacks,
     )
+    console.use_progress(trainer, "SFT")
     return PreparedSFT(
         settings=s,
         kind=kind,
