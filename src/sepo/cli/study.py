@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from sepo.cli.main import app, cli_errors, console, err_console, resolve_games
+from sepo.cli.app import app, cli_errors, console, err_console, resolve_games
 
 
 @app.command()

@@ -1,0 +1,163 @@
+"""``sepo eval``: play a policy against every opponent of every pool; print and save the
+metrics (the harness is :mod:`sepo.evaluate.harness`)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sepo.cli.app import (
+    MAX_EPISODES,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    advance_bar,
+    app,
+    cli_errors,
+    console,
+    finite,
+    metrics_table,
+    prepare_out_dir,
+    progress_bar,
+    resolve_games,
+)
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    policy: Annotated[
+        str,
+        typer.Option(help="scripted:NAME, strategy:FILE, tiny[:DIR], hf:PATH, openai:MODEL@URL"),
+    ] = "scripted:baseline",
+    game: Annotated[str, typer.Option(help="A game, a comma-separated list, or 'all'.")] = "all",
+    episodes: Annotated[
+        int, typer.Option(min=1, max=MAX_EPISODES, help="Episodes per opponent.")
+    ] = 50,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Run seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for metrics.json and episodes.jsonl.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
+    adapter: Annotated[
+        str | None, typer.Option(help="PEFT adapter directory for hf: policies.")
+    ] = None,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=MAX_TEMPERATURE,
+            callback=finite,
+            help="Sampling temperature (0 = greedy).",
+        ),
+    ] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS)] = 48,
+    heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
+    max_active: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="Episodes in play at once; fewer bound a local model's memory (each keeps "
+            "its key/value cache) at some cost in speed.",
+        ),
+    ] = 64,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="openai: policies: deadline of one request attempt in seconds, more than 0 "
+            "and at most 3600 [default: 60].",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: retries of a failed request, 0-20 [default: 4]."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="openai: policies: requests in flight at once, 1-256 [default: 8]."),
+    ] = None,
+) -> None:
+    """Play a policy against every opponent of every pool; print and save the metrics."""
+    from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
+    from sepo.opponents import POOL_NAMES
+    from sepo.policies.openai_compat import redact_url
+    from sepo.policies.resolve import api_client_config, is_model_spec, load_policy
+    from sepo.rollout.protocol import SamplingConfig
+
+    names = resolve_games(game)
+    client_config = api_client_config(
+        policy, timeout_s=timeout, retries=retries, concurrency=concurrency
+    )
+    shown = redact_url(policy)  # a key in an openai: URL is never printed or saved
+    if out is not None:
+        prepare_out_dir(out, overwrite, ("metrics.json", "episodes.jsonl"))
+    pools = POOL_NAMES if heldout else tuple(p for p in POOL_NAMES if p != "heldout")
+    cfg = EvalConfig(episodes=episodes, seed=seed, pools=pools, max_active=max_active)
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    if is_model_spec(policy) or policy == "human":
+        # One model (or person) plays every game: load it once, not once per game.
+        shared = load_policy(
+            policy, names[0], adapter=adapter, sampling=sampling, client_config=client_config
+        )
+        loaded = dict.fromkeys(names, shared)
+    else:
+        loaded = {n: load_policy(policy, n, adapter=adapter, sampling=sampling) for n in names}
+    results = []
+    with progress_bar() as bar:
+        for name in names:
+            task = bar.add_task(f"eval {name}", total=None)
+            restart = getattr(loaded[name].policy, "restart", None)
+            if restart is not None:
+                restart()
+            results.append(
+                evaluate_game(
+                    name,
+                    loaded[name].policy,
+                    cfg,
+                    strategy=loaded[name].strategy,
+                    on_step=functools.partial(advance_bar, bar, task),
+                )
+            )
+    console.print(
+        metrics_table(
+            f"sepo eval — policy {shown}, {episodes} episodes/opponent, seed {seed}",
+            [(r.game, r.metrics) for r in results],
+        )
+    )
+    for r in results:
+        m = r.metrics
+        if m.truncation_rate.value > 0 or any(m.fallback_rates.values()):
+            decided = ", ".join(f"{k} {v:.2f}" for k, v in m.fallback_rates.items() if v > 0)
+            console.print(
+                f"{r.game}: answers cut at the token limit {m.truncation_rate.value:.2f}; "
+                f"turns decided by a fallback: {decided or 'none'}",
+                highlight=False,
+            )
+        if r.exact is not None:
+            x = r.exact
+            console.print(
+                f"kuhn exact: Pay {x.pay:.4f}  Exploit {x.exploit:.4f}  Coll {x.collusion:.4f}  "
+                f"Safety {x.safety:.4f}  exploitability {x.exploitability.exploitability:.4f}"
+            )
+            console.print(
+                f"with the exact best-responder added to the exploit pool: "
+                f"Exploit {x.exploit_with_best_responder:.4f}  "
+                f"Safety {x.safety_with_best_responder:.4f}"
+            )
+    if out is not None:
+        write_outputs(
+            out,
+            results,
+            extra={
+                "policy": shown,
+                "episodes_per_opponent": episodes,
+                "seed": seed,
+                "games": names,
+                "sampling": sampling.__dict__,
+            },
+        )
+        console.print(f"wrote {out / 'metrics.json'} and {out / 'episodes.jsonl'}")
