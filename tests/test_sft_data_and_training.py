@@ -223,11 +223,11 @@ def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> 
     """Qwen3's own template drops earlier turns' <think> blocks, so an episode is not one
     growing token sequence and SEPO-GRPO's rollout cannot track it; SFT switches to TRL's
     training template (saved with the SFT output), which it can."""
+    from sepo.policies.chat_template import TemplateNotPrefixStable
     from sepo.policies.local import LocalModelPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
     from sepo.rollout.protocol import SamplingConfig
     from sepo.train.sft import use_training_template
-    from sepo.policies.chat_template import TemplateNotPrefixStable
     from sepo.train.token_rollout import TokenTrackingPolicy
 
     model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "qwen3")

@@ -63,20 +63,23 @@ def sft(
     if data is None:
         data = out / "data"
         write_dataset(build_sft_dataset(names, seed=seed), data)
+    from sepo.train.console import quiet_run
+
     try:
-        result = run_sft(
-            SFTSettings(
-                data=data,
-                out=out,
-                model=model,
-                lora=lora,
-                epochs=epochs,
-                learning_rate=lr,
-                seed=seed,
-                report_to=report_to,
-                overwrite=True,
+        with quiet_run(out):
+            result = run_sft(
+                SFTSettings(
+                    data=data,
+                    out=out,
+                    model=model,
+                    lora=lora,
+                    epochs=epochs,
+                    learning_rate=lr,
+                    seed=seed,
+                    report_to=report_to,
+                    overwrite=True,
+                )
             )
-        )
     except SFTError as exc:
         raise UsageError(str(exc)) from None
     console.print(
@@ -173,6 +176,7 @@ def train(
     import shutil
 
     from sepo.objective import SCALE_VARIANTS, PenaltyNameError, check_penalty
+    from sepo.policies.model_spec import ModelSpec, ModelSpecError
     from sepo.policies.resolve import check_model_path
     from sepo.train.pipeline import TrainSettings, check_sft_source, run_pipeline, run_settings
 
@@ -201,10 +205,14 @@ def train(
             raise UsageError(str(exc)) from None
         if scale not in SCALE_VARIANTS:
             raise UsageError(f"--scale must be one of {', '.join(SCALE_VARIANTS)}")
-        if not (model == "tiny" or (model.startswith("hf:") and model[3:].strip())):
+        try:
+            spec = ModelSpec.parse(model)
+        except ModelSpecError:
+            spec = None
+        if spec is None or (spec.kind == "tiny" and spec.path is not None):
             raise UsageError("--model is tiny or hf:PATH_OR_ID")
-        if model.startswith("hf:"):
-            check_model_path(model[3:].strip())
+        if spec.path is not None:
+            check_model_path(spec.path.strip())
         if lr is not None and not 0 < lr <= MAX_LEARNING_RATE:
             raise UsageError(f"--lr must be positive and at most {MAX_LEARNING_RATE}, not {lr}")
         if beta is not None and not 0 <= beta <= MAX_BETA:

@@ -46,9 +46,8 @@ def quiet_run(folder: Path) -> Iterator[Path]:
     import datasets
     import transformers
 
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOG_FILE
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLog(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     names = (*LIBRARY_LOGGERS, "py.warnings", "sepo.train")
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
@@ -81,6 +80,18 @@ def quiet_run(folder: Path) -> Iterator[Path]:
         if bars[1]:
             transformers.utils.logging.enable_progress_bar()
         handler.close()
+
+
+class _RunLog(logging.FileHandler):
+    """A log file opened at its first record (its folder made then): a command that
+    fails before any work leaves no file behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 def use_progress(trainer: Any, label: str) -> None:
