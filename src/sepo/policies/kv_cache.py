@@ -213,7 +213,7 @@ class PrefixCache:
         capacity: int | None = None,
     ) -> Any:
         """The rows' kept caches, right-aligned to ``c_width`` columns, as one cache that
-        has room for ``capacity`` columns in all (see :func:`_preallocated_cache`)."""
+        has room for ``capacity`` columns in all (see :func:`preallocated_cache`)."""
         import torch
 
         capacity = max(capacity or c_width, c_width)

@@ -1,7 +1,7 @@
 """Does a fine-tuned model write what its demonstrators wrote where that is determined?
 
 Each demonstrator answer is a templated reasoning sentence and an action
-(:func:`sepo.rollout.demonstrator.reasoning`). The action is drawn from the
+(each game's ``reasoning``). The action is drawn from the
 demonstrator mixture, so a faithful model only matches it in distribution; the reasoning
 sentence is a function of what the player sees ("I hold Q, facing a bet."), so a model
 that fits its data writes exactly that sentence, greedily, at every held-out decision.
