@@ -355,7 +355,7 @@ def test_cli_strategy_file_for_ipd(tmp_path: Path) -> None:
 def test_the_pipeline_records_a_models_worst_case_and_reuses_it(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sepo.train.pipeline as pipeline
+    import sepo.train.evaluation as pipeline  # where the main job's evaluations live
 
     game = make_game("ipd", rounds=2)
     s = pipeline.TrainSettings(games=("ipd",), out=str(tmp_path), temperature=0.9)

@@ -137,7 +137,7 @@ def test_quick_and_default_recipes_differ_only_where_documented(tmp_path: Path) 
 def test_a_rerun_adds_the_ipd_worst_cases_a_finished_run_lacks(
     tmp_path: Path, recorder: list[tuple[TrainSettings, bool]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sepo.train.pipeline as pipeline
+    import sepo.train.evaluation as pipeline  # where add_ipd_worst_case finds it
 
     r = ReproduceSettings(games=("ipd",), seeds=1, quick=True, out=str(tmp_path / "r"))
     run_reproduce(r, log=lambda m: None)

@@ -227,7 +227,7 @@ def test_sft_gives_qwen3_the_prefix_stable_training_template(tmp_path: Path) -> 
     from sepo.policies.local import LocalModelPolicy
     from sepo.rollout.engine import EpisodeSpec, run_episodes
     from sepo.rollout.protocol import SamplingConfig
-    from sepo.train.sft import use_training_template
+    from sepo.train.sft_data import use_training_template
     from sepo.train.token_rollout import TokenTrackingPolicy
 
     model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 2), "qwen3")
@@ -253,7 +253,7 @@ def test_sft_masks_assistant_turns_itself_when_trl_cannot_patch_the_template(
     """Llama 3.2's template has no {% generation %} markers and TRL cannot add them: SFT
     tokenises the episodes itself, with a mask on exactly the answers and their
     end-of-turn tokens, and trains on it."""
-    from sepo.train.sft import assistant_token_masks, use_training_template
+    from sepo.train.sft_data import assistant_token_masks, use_training_template
 
     model, tokenizer = _with_template(_base_and_data(tmp_path, "kuhn", 8), "llama3_2")
     assert not use_training_template(tokenizer)

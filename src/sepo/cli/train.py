@@ -55,7 +55,8 @@ def sft(
 ) -> None:
     """Supervised warm start on demonstrator episodes (TRL SFTTrainer, assistant turns only)."""
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
-    from sepo.train.sft import SFTError, SFTSettings, run_sft
+    from sepo.train.sft import SFTSettings, run_sft
+    from sepo.train.sft_data import SFTError
 
     names = resolve_games(game)
     if out.exists() and any(out.iterdir()) and not overwrite:
