@@ -37,6 +37,26 @@ def _inputs(d: Path) -> None:
     (d / "empty.json").write_text("")
     (d / "run").mkdir()
     (d / "run" / "metrics.json").write_text('{"keep": "me"}\n')
+    # Model folders whose weights are not whole: random bytes, empty, a header that says
+    # more than the file holds.
+    for name, weights in (
+        ("garbage", b"\x07not safetensors at all"),
+        ("empty", b""),
+        ("bad_header", (10**6).to_bytes(8, "little") + b'{"w": {"data_offsets": [0, 99]}}'),
+    ):
+        (d / name).mkdir()
+        (d / name / "config.json").write_text('{"model_type": "llama"}')
+        (d / name / "model.safetensors").write_bytes(weights)
+    # A whole (if tiny) safetensors model, and an adapter whose record names itself.
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (d / "base").mkdir()
+    (d / "base" / "config.json").write_text('{"model_type": "llama"}')
+    (d / "base" / "model.safetensors").write_bytes(
+        len(header).to_bytes(8, "little") + header + b"\0\0\0\0"
+    )
+    (d / "loop").mkdir()
+    (d / "loop" / "adapter_config.json").write_text('{"base_model_name_or_path": "x"}')
+    (d / "loop" / "sepo_adapter_base.json").write_text('{"merge_first": ["."]}')
 
 
 CASES = [
@@ -90,6 +110,16 @@ CASES = [
     (["train", "--out", "{d}/t", "--sft-episodes", str(10**9)], "--sft-episodes"),
     (["train", "--out", "{d}/t", "--seed", "-1"], "--seed"),
     (["model", "init", "--out", "{d}/m", "--seed", "-1"], "--seed"),
+    (["eval", "--game", "ipd", "--policy", "hf:{d}/garbage"], "safetensors"),
+    (["eval", "--game", "ipd", "--policy", "hf:{d}/empty"], "safetensors"),
+    (["eval", "--game", "ipd", "--policy", "hf:{d}/bad_header"], "safetensors"),
+    (["exploitability", "--game", "kuhn", "--policy", "hf:{d}/garbage"], "safetensors"),
+    (
+        ["eval", "--game", "ipd", "--policy", "hf:{d}/base", "--adapter", "{d}/loop"],
+        "merged before itself",
+    ),
+    (["sft", "--game", "kuhn", "--out", "{d}/sft", "--report-to", "bogus"], "bogus"),
+    (["train", "--out", "{d}/t", "--report-to", "bogus"], "bogus"),
     (["reproduce", "--seeds", "0", "--out", "{d}/r"], "--seeds"),
     (["reproduce", "--games", "chess", "--out", "{d}/r"], "chess"),
     (["report", "{d}/run", "--out", "{d}/rep", "--n-boot", "1"], "--n-boot"),
@@ -142,3 +172,25 @@ def test_a_failing_overwrite_deletes_nothing(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert "nonexistent" in result.output and "Traceback" not in result.output
         assert _files(tmp_path) == before
+
+
+def test_a_hub_model_not_on_disk_is_one_line_and_fetches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is downloaded unless the user opts in (``SEPO_ALLOW_DOWNLOAD=1``): a Hub id
+    missing from the cache, or an adapter whose base is one, is refused in one line."""
+    monkeypatch.delenv("SEPO_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "sepo-test-org/no-such-model"})
+    )
+    for policy in ("hf:sepo-test-org/no-such-model", f"hf:{adapter}"):
+        result = runner.invoke(
+            app, ["eval", "--game", "ipd", "--policy", policy, "--episodes", "1", "--no-heldout"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "not on disk" in result.output and "SEPO_ALLOW_DOWNLOAD" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output

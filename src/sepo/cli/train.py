@@ -55,9 +55,11 @@ def sft(
 ) -> None:
     """Supervised warm start on demonstrator episodes (TRL SFTTrainer, assistant turns only)."""
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
+    from sepo.train.runtime import check_report_to
     from sepo.train.sft import SFTSettings, run_sft
     from sepo.train.sft_data import SFTError
 
+    check_report_to(report_to)
     names = resolve_games(game)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} is not empty; pass --overwrite or choose another --out")
@@ -180,7 +182,9 @@ def train(
     from sepo.policies.model_spec import ModelSpec, ModelSpecError
     from sepo.policies.resolve import check_model_path
     from sepo.train.pipeline import TrainSettings, check_sft_source, run_pipeline, run_settings
+    from sepo.train.runtime import check_report_to
 
+    check_report_to(report_to)
     if resume is not None:
         given = [
             p.opts[0]

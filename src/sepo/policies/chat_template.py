@@ -45,6 +45,11 @@ class TemplateNotPrefixStable(SepoError, ValueError):
     """The chat template rewrites earlier turns as a conversation grows."""
 
 
+class ChatTemplateError(SepoError, ValueError):
+    """The model's chat template fails to render a conversation (a template error, or
+    something jinja's sandbox refuses to run)."""
+
+
 def merge_system_message(messages: Sequence[Message]) -> list[Message]:
     """Fold system messages into the first user message, for templates without a system
     role (Gemma's raise an error on one)."""
@@ -69,7 +74,19 @@ class ChatTemplate:
     # -- rendering ----------------------------------------------------------------------
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The templated text of ``messages`` (system folded into the first user message
-        when the template rejects a system role)."""
+        when the template rejects a system role). A template that fails to render, or
+        that jinja's sandbox stops, is a one-line :class:`ChatTemplateError`."""
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return self._render(messages, add_generation_prompt)
+        except TemplateError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ChatTemplateError(
+                f"the model's chat template cannot render this conversation: {first}"
+            ) from None
+
+    def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         from jinja2.exceptions import TemplateError
 
         conversation = [dict(m) for m in messages]

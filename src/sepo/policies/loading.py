@@ -4,8 +4,8 @@ top of an already merged adapter (:data:`ADAPTER_BASE_FILE`).
 
 No model folder's own Python ever runs (``trust_remote_code=False`` everywhere, and a
 folder that asks for it is refused in one line). A local folder is read as is; a Hub id
-is looked up in the local Hugging Face cache first and fetched only if it is missing
-there and ``HF_HUB_OFFLINE`` is not set.
+is read from the local Hugging Face cache, and fetched from the Hub only when the user
+opts in with ``SEPO_ALLOW_DOWNLOAD=1`` (otherwise: one line saying it is not on disk).
 """
 
 from __future__ import annotations
@@ -116,12 +116,18 @@ def write_adapter_base(adapter_dir: str | Path, merge_first: Sequence[str | Path
     (folder / ADAPTER_BASE_FILE).write_text(json.dumps({"merge_first": paths}, indent=2) + "\n")
 
 
-def adapter_chain(adapter: str | Path) -> list[Path]:
+def adapter_chain(adapter: str | Path, _within: tuple[Path, ...] = ()) -> list[Path]:
     """The adapters to apply for ``adapter``, earliest first: those its
-    :data:`ADAPTER_BASE_FILE` names (recursively), then ``adapter`` itself."""
+    :data:`ADAPTER_BASE_FILE` names (recursively), then ``adapter`` itself. A record that
+    names the adapter itself, or one that depends on it, is refused (it has no order)."""
     import json
 
     folder = Path(adapter).expanduser()
+    if folder.resolve() in _within:
+        raise OSError(
+            f"{_within[-1] / ADAPTER_BASE_FILE} names {folder}, which depends on it in turn: "
+            "an adapter cannot be merged before itself"
+        )
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no PEFT adapter in {folder} (adapter_config.json missing)")
     record = folder / ADAPTER_BASE_FILE
@@ -140,7 +146,7 @@ def adapter_chain(adapter: str | Path) -> list[Path]:
                 raise FileNotFoundError(
                     f"{record} names {entry}, which holds no adapter (was the run moved in part?)"
                 )
-            chain.extend(adapter_chain(path.resolve()))
+            chain.extend(adapter_chain(path.resolve(), (*_within, folder.resolve())))
     chain.append(folder)
     return chain
 
@@ -205,12 +211,24 @@ def _from_pretrained(loader: Any, ident: str, **kwargs: Any) -> Any:
         raise no_remote_code(ident, exc) from None
 
 
+ALLOW_DOWNLOAD = "SEPO_ALLOW_DOWNLOAD"
+"""Set to 1 to let sepo fetch a Hub model missing from the local cache (off by default:
+nothing is downloaded at run time unless the user asks)."""
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(ALLOW_DOWNLOAD, "0") not in ("0", "", "false", "False")
+
+
 def _from_pretrained_unchecked(loader: Any, ident: str, **kwargs: Any) -> Any:
     if Path(ident).expanduser().exists():
         return loader.from_pretrained(str(Path(ident).expanduser()), **kwargs)
     try:
         return loader.from_pretrained(ident, local_files_only=True, **kwargs)
     except OSError:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            raise
+        if not downloads_allowed():
+            raise FileNotFoundError(
+                f"{ident} is not on disk (no such folder, not in the Hugging Face cache); "
+                f"sepo downloads nothing unless {ALLOW_DOWNLOAD}=1"
+            ) from None
         return loader.from_pretrained(ident, **kwargs)

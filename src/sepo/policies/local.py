@@ -124,9 +124,8 @@ class LocalModelPolicy(ScoringMixin):
     ) -> LocalModelPolicy:
         """Load a model folder or Hub id (plus an optional PEFT adapter folder).
 
-        A local folder is read as is. A Hub id is looked up in the local Hugging Face
-        cache first and downloaded only if it is missing there (and ``HF_HUB_OFFLINE``
-        is not set). ``device`` defaults to CUDA when available, else CPU; ``dtype``
+        A local folder is read as is; a Hub id from the local Hugging Face cache
+        (downloaded only with ``SEPO_ALLOW_DOWNLOAD=1``, :mod:`sepo.policies.loading`). ``device`` defaults to CUDA when available, else CPU; ``dtype``
         (``"bfloat16"``, ``"float16"``, ``"float32"``) to bfloat16 on a GPU that
         supports it, else float32. The tokenizer is taken from the adapter folder when
         it holds one (SFT saves it there), else from the base model.

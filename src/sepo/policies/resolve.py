@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sepo.core.errors import SepoError
+from sepo.core.files import WEIGHT_FILES, weights_whole
 from sepo.domains import domain
 from sepo.exact.kuhn import KuhnStrategy
 from sepo.policies.model_spec import DEFAULT_TINY_DIR, ModelSpec, ModelSpecError
@@ -89,6 +90,12 @@ def check_model_path(ident: str) -> None:
         raise PolicySpecError(f"{ident} is not a model directory (it is a file)")
     if not any((path / marker).is_file() for marker in MODEL_DIR_MARKERS):
         raise PolicySpecError(f"{ident} is not a model directory (no config.json)")
+    weights = [path / name for name in (*WEIGHT_FILES, "model.safetensors.index.json")]
+    if any(w.exists() for w in weights) and not weights_whole(path):
+        raise PolicySpecError(
+            f"{ident}: its safetensors weights are cut short or not safetensors "
+            "(an interrupted save or a corrupt copy)"
+        )
 
 
 API_TIMEOUT_MAX_S = 3600.0
@@ -205,6 +212,13 @@ def load_policy(
                 raise PolicySpecError(
                     f"--adapter {adapter} is not a PEFT adapter folder (no adapter_config.json)"
                 )
+            if local:
+                from sepo.policies.loading import adapter_chain
+
+                try:
+                    adapter_chain(folder)  # its record of earlier adapters, before any loading
+                except OSError as exc:
+                    raise PolicySpecError(str(exc)) from None
         from sepo.policies.local import LocalModelPolicy
 
         try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sepo.core.errors import SepoError
+
 
 def world_size() -> int:
     """Training processes (accelerate and torchrun set ``WORLD_SIZE``; 1 without them)."""
@@ -55,3 +57,18 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
+
+
+class ReportToError(SepoError, ValueError):
+    """A ``--report-to`` value no logging integration answers to."""
+
+
+def check_report_to(value: str) -> str:
+    """``value`` if transformers can report to it (``none``, ``all`` or one of its
+    integrations: ``tensorboard``, ``wandb``, ``mlflow``…), else a one-line refusal."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    known = ("none", "all", *INTEGRATION_TO_CALLBACK)
+    if value not in known:
+        raise ReportToError(f"--report-to {value!r} is not one of {', '.join(known)}")
+    return value

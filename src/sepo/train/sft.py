@@ -46,6 +46,7 @@ from sepo.core.files import write_json_atomic
 from sepo.policies.model_spec import ModelKind, ModelSpec, ModelSpecError
 from sepo.train.runtime import (
     bf16_training,
+    check_report_to,
     checkpointing_option,
     library_versions,
     weights_dtype,
@@ -366,6 +367,7 @@ def _validate(s: SFTSettings) -> None:
             raise SFTError(f"{name} must be at least 1, not {value}")
     if s.learning_rate is None or not s.learning_rate > 0:
         raise SFTError(f"learning_rate must be positive, not {s.learning_rate}")
+    check_report_to(s.report_to)
     if s.epochs is None or not s.epochs > 0:
         raise SFTError(f"epochs must be positive, not {s.epochs}")
     if s.warmup_ratio is None or not 0 <= s.warmup_ratio < 1:
