@@ -14,7 +14,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -196,3 +196,21 @@ def metrics_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
 
 def advance_bar(bar: Progress, task: Any, done: int, total: int) -> None:
     bar.update(task, completed=done, total=total)
+
+
+# The client options of openai: policies, shared by the commands that play a policy.
+ApiTimeout = Annotated[
+    float | None,
+    typer.Option(
+        help="openai: policies: deadline of one request attempt in seconds, more than 0 "
+        "and at most 3600 [default: 60].",
+    ),
+]
+ApiRetries = Annotated[
+    int | None,
+    typer.Option(help="openai: policies: retries of a failed request, 0-20 [default: 4]."),
+]
+ApiConcurrency = Annotated[
+    int | None,
+    typer.Option(help="openai: policies: requests in flight at once, 1-256 [default: 8]."),
+]

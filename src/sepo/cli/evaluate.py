@@ -14,6 +14,9 @@ from sepo.cli.app import (
     MAX_NEW_TOKENS,
     MAX_SEED,
     MAX_TEMPERATURE,
+    ApiConcurrency,
+    ApiRetries,
+    ApiTimeout,
     advance_bar,
     app,
     cli_errors,
@@ -65,21 +68,9 @@ def eval_cmd(
             "its key/value cache) at some cost in speed.",
         ),
     ] = 64,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            help="openai: policies: deadline of one request attempt in seconds, more than 0 "
-            "and at most 3600 [default: 60].",
-        ),
-    ] = None,
-    retries: Annotated[
-        int | None,
-        typer.Option(help="openai: policies: retries of a failed request, 0-20 [default: 4]."),
-    ] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(help="openai: policies: requests in flight at once, 1-256 [default: 8]."),
-    ] = None,
+    timeout: ApiTimeout = None,
+    retries: ApiRetries = None,
+    concurrency: ApiConcurrency = None,
 ) -> None:
     """Play a policy against every opponent of every pool; print and save the metrics."""
     from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
