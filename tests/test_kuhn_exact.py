@@ -34,15 +34,16 @@ from sepo.exact.kuhn import (
     KuhnStrategyError,
     best_responder,
     best_response,
-    episode_advantage_penalty,
-    episode_payoff_distribution,
     expected_payoff,
     exploitability,
+    seat_averaged_payoff,
+    seat_gap,
+)
+from sepo.exact.kuhn_episodes import episode_advantage_penalty, episode_payoff_distribution
+from sepo.exact.kuhn_frequencies import (
     format_frequency_table,
     frequency_table,
     nash_frequency_ranges,
-    seat_averaged_payoff,
-    seat_gap,
 )
 from sepo.opponents.kuhn import DEMONSTRATORS, POOLS, STRATEGIES
 

@@ -11,17 +11,19 @@ from sepo.exact.kuhn import (
     INFOSETS,
     SECOND_ACTOR_INFOSETS,
     Exploitability,
-    FrequencyRow,
     KuhnStrategy,
     KuhnStrategyError,
     best_responder,
     best_response,
     expected_payoff,
     exploitability,
+    seat_averaged_payoff,
+)
+from sepo.exact.kuhn_frequencies import (
+    FrequencyRow,
     format_frequency_table,
     frequency_table,
     nash_frequency_ranges,
-    seat_averaged_payoff,
 )
 
 __all__ = [

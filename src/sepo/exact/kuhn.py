@@ -50,19 +50,12 @@ __all__ = [
     "SEAT_PAIRS",
     "SECOND_ACTOR_INFOSETS",
     "Exploitability",
-    "FrequencyRow",
     "KuhnStrategy",
     "KuhnStrategyError",
     "best_responder",
     "best_response",
-    "episode_advantage_penalty",
-    "episode_payoff_distribution",
     "expected_payoff",
     "exploitability",
-    "format_frequency_table",
-    "frequency_table",
-    "hand_payoff_distribution",
-    "nash_frequency_ranges",
     "seat_averaged_payoff",
     "seat_gap",
 ]
@@ -393,61 +386,6 @@ def seat_averaged_payoff(agent: KuhnStrategy, opponent: KuhnStrategy) -> float:
     return 0.5 * (as_first + as_second)
 
 
-def hand_payoff_distribution(first: KuhnStrategy, second: KuhnStrategy) -> dict[float, float]:
-    """Exact distribution of the first actor's payoff in one hand: {payoff: probability}."""
-    a, b = first.vector, second.vector
-    out: dict[float, float] = {}
-
-    def add(value: float, prob: float) -> None:
-        if prob > 0.0:
-            out[value] = out.get(value, 0.0) + prob / 6.0
-
-    for c0, c1, sign in _DEALS:
-        bet, call = a[_OPEN + c0], b[_FACING_BET + c1]
-        bet_behind, call_back = b[_CHECKED + c1], a[_FACING_CHECK_BET + c0]
-        add(2.0 * sign, bet * call)
-        add(1.0, bet * (1.0 - call))
-        add(sign, (1.0 - bet) * (1.0 - bet_behind))
-        add(2.0 * sign, (1.0 - bet) * bet_behind * call_back)
-        add(-1.0, (1.0 - bet) * bet_behind * (1.0 - call_back))
-    return out
-
-
-def episode_payoff_distribution(
-    agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6
-) -> dict[float, float]:
-    """Exact distribution of the agent's total payoff over ``hands`` hands as in the game:
-    a fair coin decides who opens the first hand, then the opener alternates
-    ({total: probability}; for an even number of hands the coin does not matter)."""
-    as_first = hand_payoff_distribution(agent, opponent)
-    as_second = {-v: p for v, p in hand_payoff_distribution(opponent, agent).items()}
-    mixed: dict[float, float] = {}
-    for opener in (0, 1):
-        total: dict[float, float] = {0.0: 1.0}
-        for hand in range(hands):
-            step = as_first if (opener + hand) % 2 == 0 else as_second
-            nxt: dict[float, float] = {}
-            for x, p in total.items():
-                for y, q in step.items():
-                    nxt[x + y] = nxt.get(x + y, 0.0) + p * q
-            total = nxt
-        for x, p in total.items():
-            mixed[x] = mixed.get(x, 0.0) + 0.5 * p
-    return mixed
-
-
-def episode_advantage_penalty(agent: KuhnStrategy, opponent: KuhnStrategy, hands: int = 6) -> float:
-    """Exact E[max(0, ū_o − ū_π)] over ``hands``-hand episodes: the expected exploit term
-    (before −λe·s) of SEPO's ``episode_clip`` variant, which clips each episode.
-
-    Zero-sum, so ū_o − ū_π = −2·total/hands. By Jensen's inequality this is at least
-    max(0, −2·seat_averaged_payoff) (SPEC §4's e, what ``credited_mean`` credits) and
-    exceeds it by the episode-to-episode spread of the agent's results.
-    """
-    dist = episode_payoff_distribution(agent, opponent, hands)
-    return sum(p * max(0.0, -2.0 * total / hands) for total, p in dist.items())
-
-
 def _best_response_first(second: tuple[float, ...]) -> tuple[tuple[float, ...], float]:
     """Pure best response of the first actor to ``second``'s second-actor play.
 
@@ -589,51 +527,3 @@ def seat_gap(strategy: KuhnStrategy) -> float:
 
 
 # -- frequency tables for reports ---------------------------------------------------
-
-
-def nash_frequency_ranges() -> dict[str, tuple[float, float]]:
-    """Per information set, the lowest and highest Nash probability over α ∈ [0, 1/3].
-
-    The ranges are coupled (K = 3·J and Qpb = J + 1/3 for the first actor); the second
-    actor's Nash strategy is unique, so its ranges are single points.
-    """
-    low, high = KuhnStrategy.nash(0.0).vector, KuhnStrategy.nash(1.0 / 3.0).vector
-    return {key: (min(a, b), max(a, b)) for key, a, b in zip(INFOSETS, low, high, strict=True)}
-
-
-@dataclass(frozen=True)
-class FrequencyRow:
-    """One information set's aggressive-action probability next to its Nash range."""
-
-    infoset: str
-    label: str
-    prob: float
-    nash_low: float
-    nash_high: float
-
-    @property
-    def deviation(self) -> float:
-        """Distance from the Nash range (0 inside it)."""
-        return max(self.nash_low - self.prob, self.prob - self.nash_high, 0.0)
-
-
-def frequency_table(strategy: KuhnStrategy) -> tuple[FrequencyRow, ...]:
-    """Bet/call frequencies per card and information set, next to the Nash values."""
-    ranges = nash_frequency_ranges()
-    return tuple(
-        FrequencyRow(key, INFOSET_LABELS[key], p, *ranges[key])
-        for key, p in zip(INFOSETS, strategy.vector, strict=True)
-    )
-
-
-def format_frequency_table(rows: Sequence[FrequencyRow]) -> str:
-    """Plain-text rendering of :func:`frequency_table` for logs and reports."""
-    lines = [f"{'infoset':<8}{'prob':>7}  {'nash':<11}  meaning"]
-    for row in rows:
-        if abs(row.nash_high - row.nash_low) < 1e-12:
-            nash = f"{row.nash_low:.3f}"
-        else:
-            nash = f"{row.nash_low:.3f}-{row.nash_high:.3f}"
-        flag = " *" if row.deviation > 0.05 else ""
-        lines.append(f"{row.infoset:<8}{row.prob:>7.3f}  {nash:<11}  {row.label}{flag}")
-    return "\n".join(lines)

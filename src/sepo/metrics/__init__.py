@@ -5,24 +5,26 @@ from sepo.metrics.aggregate import HEADLINE as HEADLINE_KEYS
 from sepo.metrics.aggregate import (
     HEADLINE_LABELS,
     PAYOFF_UNIT_KEYS,
-    POOLED_KEYS,
-    ClusteredSample,
     Estimate,
     Groups,
     Metrics,
     OpponentFigures,
-    clustered_sample,
     collusion_value,
     compute_metrics,
     exploit_value,
     externality_value,
     group_stats,
     paired_difference,
+)
+from sepo.metrics.episode import EpisodeStats, episode_stats
+from sepo.metrics.pooled import (
+    POOLED_KEYS,
+    ClusteredSample,
+    clustered_sample,
     pooled_difference,
     pooled_metrics,
     seed_mean,
 )
-from sepo.metrics.episode import EpisodeStats, episode_stats
 from sepo.metrics.weights import SafetyWeights, safety
 
 __all__ = [

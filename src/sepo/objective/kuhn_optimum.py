@@ -3,7 +3,7 @@
 For Kuhn everything is exact: the agent is a behavioural strategy (12 probabilities),
 payoffs against the scripted pools are enumerated, the exact best-responder is computed,
 and the per-episode clipped advantage of ``episode_clip`` is the expectation over the exact
-distribution of a 6-hand episode's total (``sepo.exact.kuhn.episode_advantage_penalty``).
+distribution of a 6-hand episode's total (``sepo.exact.kuhn_episodes.episode_advantage_penalty``).
 This script maximises, over all behavioural strategies, the expected reward that each
 variant trains on (training λ: λe = 1.5, s = 1.5, no collusion term in Kuhn training; the
 exploit pool includes the exact best-responder, as in ``sepo train``) and prints the
@@ -53,11 +53,11 @@ from sepo.exact.kuhn import (
     KuhnStrategy,
     KuhnStrategyError,
     best_responder,
-    episode_advantage_penalty,
     exploitability,
     seat_averaged_payoff,
     seat_gap,
 )
+from sepo.exact.kuhn_episodes import episode_advantage_penalty
 from sepo.games import make_game
 from sepo.opponents.kuhn import POOLS, STRATEGIES
 

@@ -129,7 +129,8 @@ def training_curves(curves: dict[str, Any], title: str, path: Path) -> bool:
 def kuhn_frequencies(exact: dict[str, Any], path: Path) -> bool:
     """Bet/call probability per information set for SFT, SEPO and control, with the
     Nash range of each set shaded."""
-    from sepo.exact.kuhn import INFOSETS, nash_frequency_ranges
+    from sepo.exact.kuhn import INFOSETS
+    from sepo.exact.kuhn_frequencies import nash_frequency_ranges
 
     stages = [s for s in ("sft", "sepo", "control") if exact.get(s, {}).get("strategy")]
     if not stages:

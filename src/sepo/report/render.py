@@ -265,7 +265,8 @@ def _domain_blocks(table: dict[str, Any]) -> list[Block]:
 def _kuhn_frequency_table(exact: dict[str, Any]) -> TableBlock | None:
     """Bet/call probability per information set (mean over seeds) beside Nash's range
     over α ∈ [0, 1/3] (the second actor's is a point: J bluff 1/3, Q call 1/3)."""
-    from sepo.exact.kuhn import INFOSET_LABELS, INFOSETS, nash_frequency_ranges
+    from sepo.exact.kuhn import INFOSET_LABELS, INFOSETS
+    from sepo.exact.kuhn_frequencies import nash_frequency_ranges
 
     stages = [s for s in ("sft", "sepo", "control") if exact.get(s, {}).get("strategy")]
     if not stages:

@@ -42,7 +42,7 @@ class TrainSettings:
     reaches in its time budget anyway."""
     sft_epochs: float | None = None
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT
-    default for the model kind, :data:`sepo.train.sft.TINY_DEFAULTS` or the paper's;
+    default for the model kind, :data:`sepo.train.sft_settings.TINY_DEFAULTS` or the paper's;
     for the tiny model, the passes of ``Domain.tiny_sft_epochs``)."""
     sft_learning_rate: float | None = None
     """``None``: the SFT default for the model kind (tiny 2e-3, hf 2e-5)."""
@@ -51,7 +51,7 @@ class TrainSettings:
     sft_curriculum: tuple[tuple[int, float], ...] | None = None
     """SFT on episode prefixes first, as (decisions, passes) (``None``: the SFT default
     for the model kind; the tiny model needs short contexts first to learn to read its
-    card, see :data:`sepo.train.sft.TINY_DEFAULTS`)."""
+    card, see :data:`sepo.train.sft_settings.TINY_DEFAULTS`)."""
     steps: int = 25
     """GRPO steps. Paper: 100 on GPUs; the CPU default is sized to the 15-minute budget
     (about 7 s a step on 2 cores, the whole job about 9 minutes). 50 steps, or 25 with

@@ -9,7 +9,7 @@ that fits its data writes exactly that sentence, greedily, at every held-out dec
 The share of held-out decisions where it does is a cheap check that the model reads its
 observation. It catches what the loss hides: the tiny model trained from scratch can
 sit on a plateau where it writes the same card whatever it holds (Kuhn validation loss
-about 0.2 against 0.05 once it leaves it; see ``sepo.train.sft.TINY_DEFAULTS``), and its
+about 0.2 against 0.05 once it leaves it; see ``sepo.train.sft_settings.TINY_DEFAULTS``), and its
 strategy then ignores its card. The loss alone does not say whether 0.2 is a plateau or
 the entropy of the mixture; a wrong reasoning line does.
 """
