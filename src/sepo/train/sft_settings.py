@@ -197,35 +197,9 @@ TINY_DEFAULTS = KindDefaults(
     eval_limit=64,
     prefix_curriculum=((1, 5.0), (2, 2.5), (4, 2.5)),
 )
-"""CPU recipe for the tiny model, trained from scratch (see :class:`SFTSettings`).
-
-Measured on 320 Kuhn training episodes: the model first sits on a card-blind plateau
-(loss ≈ 0.20, it bets at the same rate whatever it holds) and leaves it once it learns
-to copy its card into the reasoning line. On first-decision prefixes at lr 2e-3 with
-AdamW beta2 0.95 that happens in about 100 steps of 16 conversations (loss 0.03); at lr 3e-3 or with
-beta2 0.999 the loss spikes and the escape took 300 steps or more. Each jump to longer
-contexts costs a loss spike (positions it has not seen), so the lengths grow in steps:
-5 passes of first-decision prefixes (100 steps), 2.5 of two-decision and 2.5 of
-four-decision prefixes (50 steps each), then 1.5 passes of whole episodes (30 steps;
-Kuhn and IPD data take more, see ``Domain.tiny_sft_epochs``). With ``(1, 5.0), (3, 2.5)``
-instead, the model misread the betting history late in episodes (14% invalid answers
-under ``sepo eval``); with this schedule, 0%. Each
-step accumulates two micro-batches of 8: the same update as one batch of 16 at half
-the activation memory (2.5 GB peak with 16 whole episodes at once).
-
-The learning rate stays at its peak after a short warm-up (a cosine decay over the
-whole run would leave the whole-episode stage too small a step) and decays to 0 over
-the last eighth of the steps, about the whole-episode stage. At a constant rate to the
-end, the model's probabilities wander around the demonstrators' mixed ones: on the
-main job's data (seed 0) the SFT policy's exact exploitability was 0.112, against 0.070
-for the behavioural strategy of the demonstrator mixture itself (the SFT target), with
-the J bluff after a check at 0.11 where the mixture has 0.20. Decaying over the last
-eighth gave 0.072. Over seeds 0, 1 and 2 (each its own data and initialisation), exact
-exploitability constant-to-the-end 0.112, 0.100, 0.158 (mean 0.123) and with the decay
-0.072, 0.122, 0.083 (mean 0.092); sampled invalid answers 0%, 0.3%, 18% and 1.4%, 0.9%,
-13% (seed 2's model misreads late-episode contexts either way). Decaying over the last
-quarter instead gave 0.070 on seed 0 but, on seed 1, a model that called bets with J
-76% of the time (0.262): the whole-episode stage then runs mostly at a reduced rate."""
+"""CPU recipe for the tiny model, trained from scratch (see :class:`SFTSettings`): a
+prefix curriculum, then whole episodes, at a held rate decayed over the last eighth of
+the steps. Why each number: docs/sft.md ("The tiny recipe, measured")."""
 
 
 @dataclass(frozen=True)
