@@ -1,6 +1,6 @@
 """Malformed command-line input is refused before any work: exit 2, a one-line message
 naming what is wrong, no traceback, and every file that was there before is byte for
-byte what it was (hashed before and after). Numbers have ranges (``sepo.cli.main``'s
+byte what it was (hashed before and after). Numbers have ranges (``sepo.cli.app``'s
 ``MAX_*`` bounds), strategy files a size, depth and round limit."""
 
 from __future__ import annotations
