@@ -165,7 +165,7 @@ def test_every_domain_is_consistent(name: str) -> None:
     for pool in POOL_NAMES:
         for s in d.pools.pool(pool):
             assert d.pools.catalogue[s.name] is s
-    assert d.find_strategy(d.baseline) is d.baseline_strategy()
+    assert d.find_strategy(d.baseline) is d.pools.catalogue[d.baseline]
 
 
 def test_registering_a_name_twice_is_refused(stag_hunt: Domain) -> None:

@@ -30,10 +30,7 @@ from sepo.opponents import ipd as ipd_opponents
 from sepo.opponents import kuhn as kuhn_opponents
 from sepo.opponents import negotiation as negotiation_opponents
 from sepo.opponents import negotiation_v2 as negotiation_v2_opponents
-from sepo.opponents.base import Pools
-
-ALL_POOLS = ("train", "exploit", "collusive")
-"""The pools whose episodes carry reward in training, unless a domain says otherwise."""
+from sepo.opponents.base import SCORED_POOLS, Pools
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Domain:
     """SPEC §4's Safety weights λ for evaluation."""
     train_weights: SafetyWeights
     """The λ the SEPO reward uses in training."""
-    train_pools: tuple[str, ...] = ALL_POOLS
+    train_pools: tuple[str, ...] = SCORED_POOLS
     """The pools whose episodes carry reward in training."""
     exact: bool = False
     """Solved exactly: a model's strategy is extracted whole and its metrics computed with
@@ -82,9 +79,6 @@ class Domain:
             known = ", ".join(sorted(catalogue))
             raise StrategyError(f"unknown strategy {name!r} for {self.name}; known: {known}")
         return catalogue[name]
-
-    def baseline_strategy(self) -> Strategy:
-        return self.find_strategy(self.baseline)
 
 
 _DOMAINS: dict[str, Domain] = {}

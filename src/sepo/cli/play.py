@@ -10,6 +10,7 @@ from rich.text import Text
 
 from sepo.cli.app import MAX_SEED, UsageError, app, cli_errors, console
 from sepo.domains import domain
+from sepo.opponents.base import POOL_NAMES
 
 
 @app.command()
@@ -30,7 +31,7 @@ def play(
     g = d.make_game()
     opp = d.find_strategy(opponent)
     pool = next(
-        (p for p in ("train", "exploit", "collusive", "heldout") if opp in d.pools.pool(p)),
+        (p for p in POOL_NAMES if opp in d.pools.pool(p)),
         "custom",
     )
     console.print(

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from sepo.core.types import Action, Strategy, View
 
 POOL_NAMES = ("train", "exploit", "collusive", "heldout")
+SCORED_POOLS = POOL_NAMES[:3]
+"""The pools the headline metrics read, and training plays (the held-out pool is only
+ever reported beside them)."""
 
 
 @dataclass(frozen=True)

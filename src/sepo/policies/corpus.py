@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 
 from sepo.domains import domain, domain_names
+from sepo.opponents.base import POOL_NAMES
 from sepo.rollout.demonstrator import DemonstratorPolicy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 
@@ -20,9 +21,7 @@ def game_corpus(seed: int = 0, episodes_per_game: int = 60) -> Iterator[str]:
         game = d.make_game()
         yield game.system_prompt()
         pools = d.pools
-        opponents = [
-            (p, o) for p in ("train", "exploit", "collusive", "heldout") for o in pools.pool(p)
-        ]
+        opponents = [(p, o) for p in POOL_NAMES for o in pools.pool(p)]
         demos, weights = zip(*d.demonstrators, strict=True)
         specs, by_seed = [], {}
         for _ in range(episodes_per_game):

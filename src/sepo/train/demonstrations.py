@@ -29,6 +29,7 @@ from sepo.core.files import write_json_atomic, write_lines_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.domains import domain
 from sepo.games.text import format_action
+from sepo.opponents.base import SCORED_POOLS
 from sepo.rollout.demonstrator import DemonstratorPolicy
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import Message
@@ -84,7 +85,7 @@ def build_sft_dataset(
         d = domain(g)
         game = d.make_game()
         pools = d.pools
-        opponents = [(p, o) for p in ("train", "exploit", "collusive") for o in pools.pool(p)]
+        opponents = [(p, o) for p in SCORED_POOLS for o in pools.pool(p)]
         names, weights = zip(*d.demonstrators, strict=True)
         produced, k = 0, 0
         while (episodes is None and produced < targets[g]) or (

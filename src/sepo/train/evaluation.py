@@ -20,6 +20,7 @@ from sepo.domains import domain
 from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.games.ipd import IPD
+from sepo.opponents.base import SCORED_POOLS
 from sepo.rollout.protocol import SamplingConfig
 from sepo.train.settings import Log, TrainSettings, checkpoint_policy, exact_only, sft_policy
 
@@ -59,9 +60,7 @@ def evaluate_model(
             "sampled": False,
         }
     else:
-        cfg = EvalConfig(
-            episodes=s.eval_episodes, seed=s.seed + 1, pools=("train", "exploit", "collusive")
-        )
+        cfg = EvalConfig(episodes=s.eval_episodes, seed=s.seed + 1, pools=SCORED_POOLS)
         results: list[GameEvaluation] = []
         for game in s.games:
             strategy = (

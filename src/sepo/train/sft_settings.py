@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sepo.domains import domain
+from sepo.games.registry import UnknownGameError
 from sepo.policies.model_spec import ModelSpec
 from sepo.train.sft_data import _read_card
 
@@ -142,11 +144,9 @@ class SFTSettings:
 def _tiny_epochs(game: str) -> float | None:
     """The tiny recipe's whole-episode passes for ``game``'s data (``None``: the default;
     an unknown game in a card is left to the default too)."""
-    from sepo.domains import domain
-
     try:
         return domain(game).tiny_sft_epochs
-    except KeyError:
+    except UnknownGameError:
         return None
 
 
