@@ -51,6 +51,7 @@ def quiet_run(folder: Path) -> Iterator[Path]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     names = (*LIBRARY_LOGGERS, "py.warnings", "sepo.train")
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
+    level = _log.level
     bars = (
         datasets.is_progress_bar_enabled(),
         transformers.utils.logging.is_progress_bar_enabled(),
@@ -61,7 +62,7 @@ def quiet_run(folder: Path) -> Iterator[Path]:
         logger = logging.getLogger(n)
         logger.handlers = [handler]
         logger.propagate = False
-    logging.getLogger("sepo.train").setLevel(logging.INFO)
+    _log.setLevel(logging.INFO)
     logging.captureWarnings(True)
     _active.append(path)
     try:
@@ -75,6 +76,7 @@ def quiet_run(folder: Path) -> Iterator[Path]:
             logger = logging.getLogger(n)
             logger.handlers = handlers
             logger.propagate = propagate
+        _log.setLevel(level)
         if bars[0]:
             datasets.enable_progress_bars()
         if bars[1]:
