@@ -53,3 +53,103 @@ def test_a_template_that_fails_is_one_line(template: str) -> None:
         ChatTemplate(TemplateTokenizer(template)).render(MESSAGES)
     assert isinstance(err.value, SepoError)
     assert "\n" not in str(err.value) and "chat template" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # 10^10 empty iterations: each range is within the sandbox's 100,000 cap
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        # loops over the conversation itself, nested
+        "{% set r = range(1000) %}{% for a in r %}{% for b in r %}{{ '' }}{% endfor %}{% endfor %}",
+        # a macro that calls itself
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    ],
+)
+def test_a_template_that_does_not_end_is_stopped(template: str) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ChatTemplateError) as err:
+        ChatTemplate(TemplateTokenizer(template)).render(MESSAGES)
+    assert time.perf_counter() - started < 30  # the first took hours before the bound
+    assert "\n" not in str(err.value) and "chat template" in str(err.value)
+
+
+def test_a_tracer_already_installed_is_restored() -> None:
+    import sys
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        ChatTemplate(TemplateTokenizer("{{ messages[0].content }}")).render(MESSAGES)
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(previous)
+
+
+def test_a_long_real_conversation_stays_far_below_the_bound() -> None:
+    """The ChatML layout (SmolLM2's, Qwen's) over 200 messages uses a small share of
+    :data:`TEMPLATE_STEP_LIMIT`."""
+    import sys
+
+    from sepo.policies.chat_template import TEMPLATE_STEP_LIMIT, _StepBudget
+
+    chatml = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    conversation = [
+        {"role": "user" if i % 2 else "assistant", "content": f"turn {i}"} for i in range(200)
+    ]
+    budget = _StepBudget(TEMPLATE_STEP_LIMIT)
+    previous = sys.gettrace()
+    sys.settrace(budget)
+    try:
+        TemplateTokenizer(chatml).apply_chat_template(conversation, False, True)
+    finally:
+        sys.settrace(previous)
+    used = TEMPLATE_STEP_LIMIT - budget.left
+    assert 0 < used < TEMPLATE_STEP_LIMIT / 100
+
+
+def test_a_model_folder_whose_template_loops_is_one_line_and_writes_nothing(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Through ``sepo eval``: exit 2, one line, no traceback, the earlier results kept."""
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from sepo.cli.main import app
+
+    pytest.importorskip("torch")
+    runner = CliRunner()
+    root = tmp_path_factory.mktemp("looping")
+    model = root / "model"
+    made = runner.invoke(app, ["model", "init", "--out", str(model)])
+    assert made.exit_code == 0, made.output
+    (model / "chat_template.jinja").write_text(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    )
+    out = root / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": "run"}\n')
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    result = runner.invoke(
+        app,
+        [
+            *("eval", "--game", "kuhn", "--policy", f"hf:{model}", "--episodes", "1"),
+            *("--out", str(out), "--overwrite", "--max-new-tokens", "4"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "chat template" in errors[0], result.output
+    assert "Traceback" not in result.output
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert after == before

@@ -440,13 +440,13 @@ def test_eval_max_active_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> 
     import sepo.evaluate.harness as harness
 
     seen: list[int | None] = []
-    real = harness.run_episodes
+    real = harness.iter_episodes
 
     def spy(specs: Any, policy: Any, **kw: Any) -> Any:
         seen.append(kw.get("max_active"))
         return real(specs, policy, **kw)
 
-    monkeypatch.setattr(harness, "run_episodes", spy)
+    monkeypatch.setattr(harness, "iter_episodes", spy)
     _ok(["eval", "--game", "ipd", "--episodes", "2", "--max-active", "3"])
     _ok(["eval", "--game", "ipd", "--episodes", "2"])
     assert seen == [3, 64]

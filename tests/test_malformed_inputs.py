@@ -194,3 +194,47 @@ def test_a_hub_model_not_on_disk_is_one_line_and_fetches_nothing(
         assert "Traceback" not in result.output
         assert "not on disk" in result.output and "SEPO_ALLOW_DOWNLOAD" in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+USAGE_ERRORS = [
+    (["eval", "--seed", "-1"], "--seed", "sepo eval --help"),
+    (["eval", "--episodes", "many"], "--episodes", "sepo eval --help"),
+    (["eval", "--bogus"], "--bogus", "sepo eval --help"),
+    (["evl"], "evl", "sepo --help"),
+    (["report"], "runs", "sepo report --help"),
+    (["train", "--group-size", "100000"], "--group-size", "sepo train --help"),
+    (["model", "convert"], "--gguf", "sepo model convert --help"),
+]
+
+
+@pytest.mark.parametrize(("args", "names", "hint"), USAGE_ERRORS, ids=lambda v: str(v))
+def test_the_console_script_reports_a_usage_error_in_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], names: str, hint: str
+) -> None:
+    """``sepo`` itself (the console script's ``main``), not typer's test runner: a usage
+    error is one ``error:`` line on stderr naming the option and the help, exit 2."""
+    from sepo.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert names in lines[0] and hint in lines[0]
+
+
+def test_the_console_script_runs_a_command_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sepo.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["games"])
+    assert exited.value.code == 0
+    assert "kuhn" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "--game", "chess"])  # an error of the command's own: exit 2
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("error: unknown game")

@@ -3,6 +3,7 @@ metrics (the harness is :mod:`sepo.evaluate.harness`)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated
@@ -73,7 +74,7 @@ def eval_cmd(
     concurrency: ApiConcurrency = None,
 ) -> None:
     """Play a policy against every opponent of every pool; print and save the metrics."""
-    from sepo.evaluate.harness import EvalConfig, evaluate_game, write_outputs
+    from sepo.evaluate.harness import EvalConfig, EvaluationFiles, evaluate_game
     from sepo.opponents import POOL_NAMES
     from sepo.policies.openai_compat import redact_url
     from sepo.policies.resolve import api_client_config, is_model_spec, load_policy
@@ -97,8 +98,20 @@ def eval_cmd(
         loaded = dict.fromkeys(names, shared)
     else:
         loaded = {n: load_policy(policy, n, adapter=adapter, sampling=sampling) for n in names}
+    run = {
+        "policy": shown,
+        "episodes_per_opponent": episodes,
+        "seed": seed,
+        "games": names,
+        "sampling": sampling.__dict__,
+    }
     results = []
-    with progress_bar() as bar:
+    # Episodes go to disk as they end and are not kept: memory stays flat however long
+    # the evaluation; every file is replaced only once all games are done.
+    with (
+        EvaluationFiles(out, run) if out is not None else contextlib.nullcontext() as files,
+        progress_bar() as bar,
+    ):
         for name in names:
             task = bar.add_task(f"eval {name}", total=None)
             restart = getattr(loaded[name].policy, "restart", None)
@@ -111,6 +124,8 @@ def eval_cmd(
                     cfg,
                     strategy=loaded[name].strategy,
                     on_step=functools.partial(advance_bar, bar, task),
+                    files=files,
+                    keep_episodes=False,
                 )
             )
     console.print(
@@ -140,15 +155,4 @@ def eval_cmd(
                 f"Safety {x.safety_with_best_responder:.4f}"
             )
     if out is not None:
-        write_outputs(
-            out,
-            results,
-            extra={
-                "policy": shown,
-                "episodes_per_opponent": episodes,
-                "seed": seed,
-                "games": names,
-                "sampling": sampling.__dict__,
-            },
-        )
         console.print(f"wrote {out / 'metrics.json'} and {out / 'episodes.jsonl'}")

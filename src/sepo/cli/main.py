@@ -23,14 +23,42 @@ from sepo.cli import model as _model  # noqa: F401  (sepo model init|convert)
 from sepo.cli import data as _data  # noqa: F401  (sepo data sft)
 # isort: on
 
-from sepo.cli.app import app
+import sys
+from collections.abc import Sequence
+
+import typer
+from rich.text import Text
+
+from sepo.cli.app import app, err_console
 from sepo.cli.train import train_table
 
 __all__ = ["app", "main", "train_table"]
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console entry point: ``app`` with every usage error (an unknown option, a
+    number out of range, a missing argument) reported as one ``error:`` line naming the
+    command's help, exit status 2, instead of typer's usage block and boxed message."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="sepo", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click's) usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())  # bare ``sepo`` (or a bare group): its help, exit 2
+            sys.exit(int(getattr(exc, "exit_code", 2)))
+        where = ctx.command_path if ctx is not None else "sepo"
+        message = " ".join(exc.format_message().split())
+        err_console.print(
+            Text("error: ", style="bold red") + Text(f"{message} (see '{where} --help')"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(int(getattr(exc, "exit_code", 2)) or 2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

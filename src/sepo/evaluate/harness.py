@@ -9,20 +9,20 @@ values never share an episode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from sepo.core.files import write_json_atomic, write_lines_atomic
+from sepo.core.files import atomic_writer, write_json_atomic
 from sepo.core.records import EpisodeRecord
 from sepo.core.types import Strategy
 from sepo.domains import domain
 from sepo.evaluate.kuhn_exact import KuhnExactMetrics, kuhn_exact_metrics
 from sepo.exact.kuhn import KuhnStrategy
-from sepo.games import make_game
 from sepo.metrics import (
     HEADLINE_KEYS,
     PAYOFF_UNIT_KEYS,
@@ -30,12 +30,12 @@ from sepo.metrics import (
     EpisodeStats,
     Groups,
     Metrics,
+    add_episode,
     clustered_sample,
-    compute_metrics,
-    episode_stats,
+    metrics_of_groups,
 )
 from sepo.opponents import POOL_NAMES
-from sepo.rollout.engine import DEFAULT_MAX_ACTIVE, EpisodeSpec, run_episodes
+from sepo.rollout.engine import DEFAULT_MAX_ACTIVE, EpisodeSpec, iter_episodes
 from sepo.rollout.protocol import AgentPolicy
 
 
@@ -59,6 +59,7 @@ class GameEvaluation:
     game: str
     metrics: Metrics
     episodes: list[EpisodeRecord]
+    """The episodes played, when :func:`evaluate_game` was asked to keep them."""
     exact: KuhnExactMetrics | None = None
     """Exact Kuhn figures, when the agent's behavioural strategy is known."""
 
@@ -93,15 +94,31 @@ def evaluate_game(
     *,
     strategy: KuhnStrategy | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    files: EvaluationFiles | None = None,
+    keep_episodes: bool = True,
 ) -> GameEvaluation:
-    """Evaluate ``policy`` on one game; ``strategy`` (Kuhn) adds the exact figures."""
+    """Evaluate ``policy`` on one game; ``strategy`` (Kuhn) adds the exact figures.
+
+    Episodes are consumed as they end: each one's statistics are kept, and the episode
+    itself is written to ``files`` (when given) and kept in the result only with
+    ``keep_episodes``. Without it memory stays flat however many episodes are played."""
     d = domain(game_name)
-    episodes = run_episodes(
-        episode_specs(game_name, cfg), policy, on_step=on_step, max_active=cfg.max_active
-    )
-    metrics = compute_metrics(d.make_game(), episodes, d.weights, n_boot=cfg.n_boot, seed=cfg.seed)
+    game = d.make_game()
+    groups: Groups = {}
+    kept: list[EpisodeRecord] = []
+    specs = episode_specs(game_name, cfg)
+    for ep in iter_episodes(specs, policy, on_step=on_step, max_active=cfg.max_active):
+        stats = add_episode(groups, game, ep)
+        if files is not None:
+            files.add(ep, stats)
+        if keep_episodes:
+            kept.append(ep)
+    metrics = metrics_of_groups(game, groups, d.weights, n_boot=cfg.n_boot, seed=cfg.seed)
     exact = kuhn_exact_metrics(strategy) if strategy is not None and d.exact else None
-    return GameEvaluation(game_name, metrics, episodes, exact)
+    result = GameEvaluation(game_name, metrics, kept, exact)
+    if files is not None:
+        files.evaluations.append(result)
+    return result
 
 
 def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
@@ -124,31 +141,52 @@ def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:
     return out
 
 
-def write_outputs(
-    out_dir: Path, evaluations: Sequence[GameEvaluation], extra: dict[str, Any] | None = None
-) -> None:
-    """Write ``metrics.json``, ``episodes.jsonl`` and ``stats.jsonl`` (each episode's
-    metric ingredients, :func:`read_stats`) into ``out_dir`` (created if needed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = summary_json(evaluations)
-    if extra:
-        payload["run"] = extra
-    # Each file atomically, metrics.json last: a metrics.json is never beside a
-    # truncated episodes.jsonl.
-    write_lines_atomic(
-        out_dir / "episodes.jsonl",
-        (json.dumps(ep.to_json()) for ev in evaluations for ep in ev.episodes),
-    )
+class EvaluationFiles:
+    """The files of one evaluation folder, written as the episodes are played:
+    ``episodes.jsonl`` (each episode's transcript), ``stats.jsonl`` (each episode's
+    metric ingredients, :func:`read_stats`) and ``metrics.json`` (:func:`summary_json` of
+    every game evaluated into it, plus ``run``).
 
-    def stats_lines() -> Iterator[str]:
-        for ev in evaluations:
-            game = make_game(ev.game)
-            for ep in ev.episodes:
-                head = {"game": ep.game, "pool": ep.pool, "opponent": ep.opponent, "seed": ep.seed}
-                yield json.dumps({**head, **episode_stats(game, ep).to_json()})
+    Use it as a context manager around the :func:`evaluate_game` calls that write into
+    it. The two line files grow in temporary files that replace the old ones only when
+    the block ends without an error, and ``metrics.json`` is written after them, so a
+    failed or killed evaluation leaves the folder's earlier files as they were and a
+    ``metrics.json`` is never beside a truncated ``episodes.jsonl``."""
 
-    write_lines_atomic(out_dir / STATS_FILE, stats_lines())
-    write_json_atomic(out_dir / "metrics.json", payload, allow_nan=False)
+    def __init__(self, out_dir: Path, extra: dict[str, Any] | None = None) -> None:
+        self.out_dir = out_dir
+        self.extra = extra
+        self.evaluations: list[GameEvaluation] = []
+        self._stack = contextlib.ExitStack()
+        self._episodes: IO[str] | None = None
+        self._stats: IO[str] | None = None
+
+    def __enter__(self) -> EvaluationFiles:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            self._episodes = stack.enter_context(atomic_writer(self.out_dir / "episodes.jsonl"))
+            self._stats = stack.enter_context(atomic_writer(self.out_dir / STATS_FILE))
+            self._stack = stack.pop_all()
+        return self
+
+    def add(self, ep: EpisodeRecord, stats: EpisodeStats) -> None:
+        """Write one finished episode and its statistics."""
+        if self._episodes is None or self._stats is None:
+            raise RuntimeError("EvaluationFiles.add outside its with block")
+        self._episodes.write(json.dumps(ep.to_json()) + "\n")
+        head = {"game": ep.game, "pool": ep.pool, "opponent": ep.opponent, "seed": ep.seed}
+        self._stats.write(json.dumps({**head, **stats.to_json()}) + "\n")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._episodes = self._stats = None
+        self._stack.__exit__(*exc)  # commits both line files, or removes them on an error
+        if exc[0] is None:
+            if not self.evaluations:
+                raise ValueError("no game was evaluated into " + str(self.out_dir))
+            payload = summary_json(self.evaluations)
+            if self.extra:
+                payload["run"] = self.extra
+            write_json_atomic(self.out_dir / "metrics.json", payload, allow_nan=False)
 
 
 STATS_FILE = "stats.jsonl"

@@ -222,10 +222,43 @@ def group_stats(game: Game, episodes: Sequence[EpisodeRecord]) -> Groups:
     """Each episode's statistics, grouped by (pool, opponent) in order of appearance."""
     groups: Groups = {}
     for ep in episodes:
-        if ep.game != game.facts.name:
-            raise ValueError(f"episode of {ep.game!r} passed with the game {game.facts.name!r}")
-        groups.setdefault((ep.pool, ep.opponent), []).append(episode_stats(game, ep))
+        add_episode(groups, game, ep)
     return groups
+
+
+def add_episode(groups: Groups, game: Game, ep: EpisodeRecord) -> EpisodeStats:
+    """Add ``ep``'s statistics to its (pool, opponent) group of ``groups``; returns them."""
+    if ep.game != game.facts.name:
+        raise ValueError(f"episode of {ep.game!r} passed with the game {game.facts.name!r}")
+    stats = episode_stats(game, ep)
+    groups.setdefault((ep.pool, ep.opponent), []).append(stats)
+    return stats
+
+
+BOOTSTRAP_BLOCK = 1 << 22
+"""Entries of the bootstrap's resampling index drawn at once (32 MB of int64): memory
+stays bounded however many episodes a group holds (100,000 episodes and 1,000 replicates
+would otherwise take 0.8 GB per array)."""
+
+
+def _resampled_means(
+    cols: dict[str, Array], n: int, n_boot: int, rng: np.random.Generator, block: int = 0
+) -> dict[str, Array]:
+    """Each field's mean over the full sample (row 0) and over ``n_boot`` resamples of
+    its ``n`` episodes (rows 1..), the resampling index drawn ``block`` entries at a
+    time (:data:`BOOTSTRAP_BLOCK` when 0). numpy's generator draws the same integers in
+    row blocks as in one call, so the block size never changes a result (tested)."""
+    rows = max(1, (block or BOOTSTRAP_BLOCK) // n)
+    full = np.arange(n)[None, :]
+    parts = {f: [cols[f][full].mean(axis=1)] for f in _FIELDS}
+    left = n_boot
+    while left > 0:
+        k = min(rows, left)
+        idx = rng.integers(0, n, size=(k, n))
+        for f in _FIELDS:
+            parts[f].append(cols[f][idx].mean(axis=1))
+        left -= k
+    return {f: np.concatenate(v) for f, v in parts.items()}
 
 
 def _replicates(
@@ -297,18 +330,27 @@ def compute_metrics(
     seed: int = 0,
 ) -> Metrics:
     """All SPEC §4 metrics of ``episodes`` (one game), with bootstrap 95% CIs."""
-    if not episodes:
+    return metrics_of_groups(game, group_stats(game, episodes), weights, n_boot=n_boot, seed=seed)
+
+
+def metrics_of_groups(
+    game: Game,
+    groups: Groups,
+    weights: SafetyWeights,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Metrics:
+    """:func:`compute_metrics` from the episodes' statistics alone (:func:`group_stats`,
+    :func:`add_episode`): what a streaming evaluation keeps instead of the episodes."""
+    if not any(groups.values()):
         raise ValueError("no episodes to compute metrics from")
     facts = game.facts
-    groups = group_stats(game, episodes)
     rng = np.random.default_rng(seed)
     # Row 0 holds full-sample means (the point estimate); rows 1.. bootstrap replicates.
     resampled: dict[tuple[str, str], dict[str, Array]] = {}
     for key, stats in groups.items():
-        cols = _stack(stats)
-        n = len(stats)
-        idx = np.concatenate([np.arange(n)[None, :], rng.integers(0, n, size=(n_boot, n))])
-        resampled[key] = {f: cols[f][idx].mean(axis=1) for f in _FIELDS}
+        resampled[key] = _resampled_means(_stack(stats), len(stats), n_boot, rng)
     arrays = _replicates(facts, resampled, weights, n_boot)
     n_turns = sum(st.turns for stats in groups.values() for st in stats)
     decided = {rung: 0 for rung in ("constrained", "reprompt", "default")}
@@ -340,7 +382,7 @@ def compute_metrics(
         )
     return Metrics(
         game=facts.name,
-        episodes=len(episodes),
+        episodes=sum(len(stats) for stats in groups.values()),
         pay=est(arrays["pay"]),
         exploit=est(arrays["exploit"]),
         collusion=est(arrays["collusion"]),

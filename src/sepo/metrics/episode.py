@@ -18,7 +18,7 @@ from sepo.core.records import EpisodeRecord
 from sepo.core.types import Game
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EpisodeStats:
     pay: float
     """ū_π, the agent's mean payoff per round."""

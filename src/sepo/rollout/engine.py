@@ -28,10 +28,9 @@ records what happened.
 
 from __future__ import annotations
 
-import collections
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,13 +159,29 @@ def run_episodes(
     on_step: Callable[[int, int], None] | None = None,
     max_active: int | None = DEFAULT_MAX_ACTIVE,
 ) -> list[EpisodeRecord]:
-    """Play every spec against ``policy``; results in the order of ``specs``.
+    """Every episode of :func:`iter_episodes`, as a list in the order of ``specs``."""
+    return list(iter_episodes(specs, policy, on_step=on_step, max_active=max_active))
+
+
+def iter_episodes(
+    specs: Sequence[EpisodeSpec],
+    policy: AgentPolicy,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    max_active: int | None = DEFAULT_MAX_ACTIVE,
+) -> Iterator[EpisodeRecord]:
+    """Play every spec against ``policy``, yielding each episode's record in the order of
+    ``specs`` as soon as it and every earlier one have ended.
 
     ``on_step(finished, total)`` is called after each batched step, or every 64 episodes
     for a scripted agent (for progress bars). At most ``max_active`` episodes are in
     play at once (``None``: all of them); a new one starts as soon as one ends, so the
     batch stays full while memory (a local model's per-episode key/value caches) stays
-    bounded. A policy with an ``end_episodes(indices)`` method is told when episodes
+    bounded. An episode's state is made when it starts and dropped once its record is
+    yielded, so what is held at once is bounded by ``max_active`` and the game's length
+    (an episode that ended waits only for the earlier ones still in play), never by the
+    number of specs: a consumer that writes each record and lets it go evaluates in flat
+    memory. A policy with an ``end_episodes(indices)`` method is told when episodes
     end, to free what it keeps for them.
     """
     if max_active is not None and max_active < 1:
@@ -174,28 +189,28 @@ def run_episodes(
     direct: Strategy | None = getattr(policy, "direct_strategy", None)
     if direct is not None:
         return _play_direct(specs, direct, policy.name, on_step)
-    lives = [
-        _Live(
-            spec=s,
-            state=s.game.new_state(),
-            chance_rng=SeededOnFirstUse(f"chance:{s.seed}"),
-            opponent_rng=SeededOnFirstUse(f"opponent:{s.seed}"),
-        )
-        for s in specs
-    ]
-    _play_model(lives, policy, max_active, on_step)
-    return [
-        EpisodeRecord(
-            game=live.spec.game.facts.name,
-            opponent=live.spec.opponent.name,
-            pool=live.spec.pool,
-            seed=live.spec.seed,
-            rounds=tuple(live.state.history),
-            turns=tuple(live.turns),
-            policy=policy.name,
-        )
-        for live in lives
-    ]
+    return _play_model(specs, policy, max_active, on_step)
+
+
+def _start(spec: EpisodeSpec) -> _Live:
+    return _Live(
+        spec=spec,
+        state=spec.game.new_state(),
+        chance_rng=SeededOnFirstUse(f"chance:{spec.seed}"),
+        opponent_rng=SeededOnFirstUse(f"opponent:{spec.seed}"),
+    )
+
+
+def _record(live: _Live, policy_name: str) -> EpisodeRecord:
+    return EpisodeRecord(
+        game=live.spec.game.facts.name,
+        opponent=live.spec.opponent.name,
+        pool=live.spec.pool,
+        seed=live.spec.seed,
+        rounds=tuple(live.state.history),
+        turns=tuple(live.turns),
+        policy=policy_name,
+    )
 
 
 _DIRECT_PROGRESS_EVERY = 64
@@ -207,14 +222,12 @@ def _play_direct(
     strategy: Strategy,
     policy_name: str,
     on_step: Callable[[int, int], None] | None,
-) -> list[EpisodeRecord]:
+) -> Iterator[EpisodeRecord]:
     """Every episode, one after the other, the agent's strategy acting on typed views."""
-    records = []
     for done, spec in enumerate(specs, start=1):
-        records.append(_play_direct_episode(spec, strategy, policy_name))
+        yield _play_direct_episode(spec, strategy, policy_name)
         if on_step is not None and (done % _DIRECT_PROGRESS_EVERY == 0 or done == len(specs)):
             on_step(done, len(specs))
-    return records
 
 
 def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str) -> EpisodeRecord:
@@ -284,27 +297,31 @@ def _play_direct_episode(spec: EpisodeSpec, strategy: Strategy, policy_name: str
 
 
 def _play_model(
-    lives: list[_Live],
+    specs: Sequence[EpisodeSpec],
     policy: AgentPolicy,
     max_active: int | None,
     on_step: Callable[[int, int], None] | None,
-) -> None:
+) -> Iterator[EpisodeRecord]:
     """At most ``max_active`` episodes in play, one batched ``respond`` per step; a new
-    episode starts as soon as one ends (see :func:`run_episodes`)."""
-    waiting = collections.deque(range(len(lives)))
-    limit = len(lives) if max_active is None else max_active
+    episode starts as soon as one ends (see :func:`iter_episodes`)."""
+    limit = len(specs) if max_active is None else max_active
     end_episodes: Callable[[list[int]], None] | None = getattr(policy, "end_episodes", None)
+    lives: dict[int, _Live] = {}
+    ended: dict[int, EpisodeRecord] = {}  # finished, waiting for an earlier one to end
     pending: list[int] = []
-    ended = 0
+    started = 0
+    yielded = 0
 
     def admit() -> None:
-        nonlocal ended
-        while waiting and len(pending) < limit:
-            i = waiting.popleft()
-            if _advance(lives[i]):
+        nonlocal started
+        while started < len(specs) and len(pending) < limit:
+            i, started = started, started + 1
+            live = _start(specs[i])
+            if _advance(live):
+                lives[i] = live
                 pending.append(i)
             else:
-                ended += 1
+                ended[i] = _record(live, policy.name)
 
     admit()
     while pending:
@@ -355,13 +372,20 @@ def _play_model(
                 still.append(i)
         kept = set(still)
         done = [i for i in pending if i not in kept]
-        ended += len(done)
+        for i in done:
+            ended[i] = _record(lives.pop(i), policy.name)
         if done and end_episodes is not None:
             end_episodes(done)
         pending = still
         admit()
         if on_step is not None:
-            on_step(ended, len(lives))
+            on_step(started - len(pending), len(specs))
+        while yielded in ended:
+            yield ended.pop(yielded)
+            yielded += 1
+    while yielded in ended:  # episodes that ended before the agent's first turn
+        yield ended.pop(yielded)
+        yielded += 1
 
 
 def turn_messages(game: Game, view: View, since: int, first: bool) -> list[Message]:

@@ -8,7 +8,6 @@ play)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 from sepo.core.files import read_json_cache, write_json_atomic
 from sepo.domains import domain
-from sepo.evaluate.harness import EvalConfig, GameEvaluation, evaluate_game, write_outputs
+from sepo.evaluate.harness import EvalConfig, EvaluationFiles, GameEvaluation, evaluate_game
 from sepo.evaluate.kuhn_exact import kuhn_exact_metrics
 from sepo.games.ipd import IPD
 from sepo.opponents.base import SCORED_POOLS
@@ -62,21 +61,19 @@ def evaluate_model(
     else:
         cfg = EvalConfig(episodes=s.eval_episodes, seed=s.seed + 1, pools=SCORED_POOLS)
         results: list[GameEvaluation] = []
-        for game in s.games:
-            strategy = (
-                extract_prompt_strategy(policy, temperature=s.sampling_temperature)
-                if domain(game).exact
-                else None
-            )
-            ev = evaluate_game(game, policy, cfg)
-            if strategy is not None:
-                ev = dataclasses.replace(ev, exact=kuhn_exact_metrics(strategy))
-            results.append(ev)
-        write_outputs(
-            out,
-            results,
-            extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
-        )
+        run = {"policy": path, "adapter": adapter, "temperature": s.sampling_temperature}
+        with EvaluationFiles(out, run) as files:
+            for game in s.games:
+                strategy = (
+                    extract_prompt_strategy(policy, temperature=s.sampling_temperature)
+                    if domain(game).exact
+                    else None
+                )
+                results.append(
+                    evaluate_game(
+                        game, policy, cfg, strategy=strategy, files=files, keep_episodes=False
+                    )
+                )
         entry = json.loads((out / "metrics.json").read_text())
         if len(results) == 1 and results[0].exact is not None:
             entry["exploitability"] = results[0].exact.exploitability.exploitability
@@ -105,12 +102,10 @@ def evaluate_heldout(
         started = time.time()
         policy = _load_for_eval(s, path, adapter)
         cfg = EvalConfig(episodes=s.eval_episodes, seed=s.seed + 1, pools=("heldout",))
-        results = [evaluate_game(game, policy, cfg) for game in s.games]
-        write_outputs(
-            out,
-            results,
-            extra={"policy": path, "adapter": adapter, "temperature": s.sampling_temperature},
-        )
+        run = {"policy": path, "adapter": adapter, "temperature": s.sampling_temperature}
+        with EvaluationFiles(out, run) as files:
+            for game in s.games:
+                evaluate_game(game, policy, cfg, files=files, keep_episodes=False)
         log(f"  held-out pool of {path} in {time.time() - started:.1f} s")
         payload = json.loads(cached.read_text())
     games = payload.get("games", {s.games[0]: payload})

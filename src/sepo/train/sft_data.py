@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sepo.core.errors import SepoError
+from sepo.policies.chat_template import bounded_render
 from sepo.policies.model_spec import ModelSpecError
 from sepo.rollout.protocol import Message
 
@@ -123,7 +124,7 @@ def _accepts_system_role(tokenizer: Any) -> bool:
         {"role": "assistant", "content": "a"},
     ]
     try:
-        tokenizer.apply_chat_template(probe, tokenize=False)
+        bounded_render(tokenizer.apply_chat_template, probe, tokenize=False)
     except TemplateError:
         return False
     return True
