@@ -4,6 +4,7 @@ metrics (the harness is :mod:`sepo.evaluate.harness`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Annotated
@@ -61,23 +62,39 @@ def eval_cmd(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS)] = 48,
     heldout: Annotated[bool, typer.Option(help="Also play the held-out pool.")] = True,
     max_active: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=4096,
-            help="Episodes in play at once; fewer bound a local model's memory (each keeps "
-            "its key/value cache) at some cost in speed.",
+            help="Episodes in play at once [default: 64, fewer for a local model whose "
+            "key/value caches would exceed --cache-gb]; fewer bound a local model's memory "
+            "at some cost in speed.",
+            show_default=False,
         ),
-    ] = 64,
+    ] = None,
+    cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=4096.0,
+            callback=finite,
+            help="Memory for a local model's key/value caches, in GB, which sets how many "
+            "episodes it plays at once [default: 1 on the CPU, half the free memory on a "
+            "GPU].",
+            show_default=False,
+        ),
+    ] = None,
     timeout: ApiTimeout = None,
     retries: ApiRetries = None,
     concurrency: ApiConcurrency = None,
 ) -> None:
     """Play a policy against every opponent of every pool; print and save the metrics."""
     from sepo.evaluate.harness import EvalConfig, EvaluationFiles, evaluate_game
+    from sepo.evaluate.harness import max_active as max_active_for
     from sepo.opponents import POOL_NAMES
     from sepo.policies.openai_compat import redact_url
     from sepo.policies.resolve import api_client_config, is_model_spec, load_policy
+    from sepo.rollout.engine import DEFAULT_MAX_ACTIVE
     from sepo.rollout.protocol import SamplingConfig
 
     names = resolve_games(game)
@@ -98,12 +115,18 @@ def eval_cmd(
         loaded = dict.fromkeys(names, shared)
     else:
         loaded = {n: load_policy(policy, n, adapter=adapter, sampling=sampling) for n in names}
+    if cache_gb is not None:
+        for loaded_policy in loaded.values():
+            if hasattr(loaded_policy.policy, "cache_budget"):
+                loaded_policy.policy.cache_budget = int(cache_gb * 1e9)
+    in_play: dict[str, int] = {}
     run = {
         "policy": shown,
         "episodes_per_opponent": episodes,
         "seed": seed,
         "games": names,
         "sampling": sampling.__dict__,
+        "episodes_in_play": in_play,
     }
     results = []
     # Episodes go to disk as they end and are not kept: memory stays flat however long
@@ -117,11 +140,13 @@ def eval_cmd(
             restart = getattr(loaded[name].policy, "restart", None)
             if restart is not None:
                 restart()
+            in_play[name] = max_active_for(loaded[name].policy, name, cfg)
+            cfg_game = dataclasses.replace(cfg, max_active=in_play[name])
             results.append(
                 evaluate_game(
                     name,
                     loaded[name].policy,
-                    cfg,
+                    cfg_game,
                     strategy=loaded[name].strategy,
                     on_step=functools.partial(advance_bar, bar, task),
                     files=files,
@@ -154,5 +179,12 @@ def eval_cmd(
                 f"Exploit {x.exploit_with_best_responder:.4f}  "
                 f"Safety {x.safety_with_best_responder:.4f}"
             )
+    cut = {g: n for g, n in in_play.items() if n < DEFAULT_MAX_ACTIVE and max_active is None}
+    if cut:
+        shown_cut = ", ".join(f"{g} {n}" for g, n in cut.items())
+        console.print(
+            f"episodes in play at once (the key/value caches' memory budget): {shown_cut}",
+            highlight=False,
+        )
     if out is not None:
         console.print(f"wrote {out / 'metrics.json'} and {out / 'episodes.jsonl'}")

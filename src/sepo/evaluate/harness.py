@@ -47,10 +47,11 @@ class EvalConfig:
     pools: tuple[str, ...] = POOL_NAMES
     n_boot: int = 1000
     """Bootstrap replicates for the 95% confidence intervals."""
-    max_active: int = DEFAULT_MAX_ACTIVE
-    """Episodes in play at once. A local model keeps each one's key/value cache, so this
-    bounds its memory: SmolLM2-135M on Kuhn peaked at 2.6 GB with 4, 3.4 GB with 8 and
-    4.6 GB with 12 (about 0.2 GB per episode in play) and took 179, 153 and 136 s
+    max_active: int | None = None
+    """Episodes in play at once; ``None``: :data:`DEFAULT_MAX_ACTIVE`, or fewer for a
+    policy that says how many fit its memory (``episodes_in_play``: a local model keeps
+    each one's key/value cache, :mod:`sepo.policies.memory`). SmolLM2-135M on Kuhn peaked
+    at 2.6 GB with 4, 3.4 GB with 8 and 4.6 GB with 12 in play and took 179, 153 and 136 s
     (docs/parsing.md has the model's other figures)."""
 
 
@@ -107,7 +108,8 @@ def evaluate_game(
     groups: Groups = {}
     kept: list[EpisodeRecord] = []
     specs = episode_specs(game_name, cfg)
-    for ep in iter_episodes(specs, policy, on_step=on_step, max_active=cfg.max_active):
+    active = max_active(policy, game_name, cfg)
+    for ep in iter_episodes(specs, policy, on_step=on_step, max_active=active):
         stats = add_episode(groups, game, ep)
         if files is not None:
             files.add(ep, stats)
@@ -119,6 +121,15 @@ def evaluate_game(
     if files is not None:
         files.evaluations.append(result)
     return result
+
+
+def max_active(policy: AgentPolicy, game_name: str, cfg: EvalConfig) -> int:
+    """Episodes ``policy`` plays at once in ``game_name``: ``cfg.max_active`` when set,
+    else :data:`DEFAULT_MAX_ACTIVE` cut to what the policy says fits its memory."""
+    if cfg.max_active is not None:
+        return cfg.max_active
+    fits: Callable[[str, int], int] | None = getattr(policy, "episodes_in_play", None)
+    return fits(game_name, DEFAULT_MAX_ACTIVE) if fits is not None else DEFAULT_MAX_ACTIVE
 
 
 def summary_json(evaluations: Sequence[GameEvaluation]) -> dict[str, Any]:

@@ -96,6 +96,10 @@ class LocalModelPolicy(ScoringMixin):
         across episodes (see ``generate_from_ids``). ``False`` (the paper's loop) shares
         no prefix and ``respond`` keeps no per-episode cache, so every prompt is fed
         whole; a caller that passes ``keys`` itself still gets per-episode caches."""
+        self.cache_budget: int | None = None
+        """Bytes of key/value caches the episodes in play may take (:meth:`episodes_in_play`;
+        ``None``: :func:`sepo.policies.memory.default_budget`)."""
+        self._episode_tokens: dict[tuple[str, int], int] = {}
         self._calls = 0
         end_of_turn = self.template.end_of_turn
         self.stop_ids: tuple[int, ...] = self.template.stop_ids(
@@ -156,6 +160,30 @@ class LocalModelPolicy(ScoringMixin):
             keys=[r.episode for r in requests] if self.reuse_cache else None,
         )
         return [Reply(g.text, truncated=not g.finished) for g in generations]
+
+    def episodes_in_play(self, game: str, limit: int) -> int:
+        """How many of ``game``'s episodes to keep in play at once: at most ``limit``,
+        fewer when their key/value caches would exceed :attr:`cache_budget`
+        (:mod:`sepo.policies.memory`; measured once per game and answer length)."""
+        from sepo.policies import memory
+
+        if not self.reuse_cache or memory.kv_bytes_per_token(self.model) == 0:
+            return limit
+        key = (game, self.sampling.max_new_tokens)
+        if key not in self._episode_tokens:
+            self._episode_tokens[key] = memory.longest_episode_tokens(
+                self.encode_prompt, game, self.sampling.max_new_tokens
+            )
+        return self.rows_within_budget(self._episode_tokens[key], limit)
+
+    def rows_within_budget(self, tokens: int, limit: int) -> int:
+        """How many rows of ``tokens`` tokens may be batched when each holds two copies
+        of its key/values (kept and stacked) within :attr:`cache_budget`: at most
+        ``limit`` (:func:`sepo.policies.memory.fitting_rows`)."""
+        from sepo.policies import memory
+
+        budget = self.cache_budget or memory.default_budget(self._device())
+        return memory.fitting_rows(memory.kv_bytes_per_token(self.model), tokens, budget, limit)
 
     def end_episodes(self, episodes: Sequence[int]) -> None:
         """The engine's notice that these episodes ended: drop their caches."""
@@ -352,6 +380,13 @@ class LocalModelPolicy(ScoringMixin):
             if use_cache or shared
             else None
         )
+        cached_lengths = [len(c) for c, _ in prefixes]
+        if use_cache and keys is not None:
+            # ``past`` holds a copy of every row's kept cache: drop the kept ones now, so
+            # that while ``store`` writes each conversation's longer cache its key/values
+            # are held twice (``past`` and the new copy), not three times.
+            self.cache.forget(keys)
+        del prefixes
         seed = cfg.seed + self._next_call()
         with self._eval_mode(), torch.inference_mode(), _seeded(seed, device):
             out = self.model.generate(
@@ -389,7 +424,7 @@ class LocalModelPolicy(ScoringMixin):
         self.stats.add("local/generate_calls")
         self.stats.add(
             "local/prompt_tokens",
-            sum(len(p) - len(c) for p, (c, _) in zip(prompts, prefixes, strict=True)),
+            sum(len(p) - c for p, c in zip(prompts, cached_lengths, strict=True)),
         )
         return results
 

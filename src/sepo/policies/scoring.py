@@ -69,6 +69,8 @@ class ScoringMixin:
 
         def _device(self) -> Any: ...
 
+        def rows_within_budget(self, tokens: int, limit: int) -> int: ...
+
         def _eval_mode(self) -> Any: ...
 
         def _next_call(self) -> int: ...
@@ -240,8 +242,10 @@ class ScoringMixin:
             self.stats.add("local/scored_sequences", len(seqs))
             self.stats.add("local/scored_tokens", sum(len(seq) for seq in seqs))
 
-        # Scoring rows carry a stacked copy of their cache: cap a pass at 64 rows.
-        self._run_in_chunks(len(order), 64, score)
+        # Scoring rows carry a stacked copy of their cache (one per candidate answer):
+        # at most 64 rows a pass, fewer when their copies would exceed the memory budget.
+        longest = max(len(p) + len(c) for p, c in pairs)
+        self._run_in_chunks(len(order), self.rows_within_budget(longest, 64), score)
         return results
 
     def _forward_last(
