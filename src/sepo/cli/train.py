@@ -54,6 +54,8 @@ def sft(
     report_to: Annotated[str, typer.Option()] = "tensorboard",
 ) -> None:
     """Supervised warm start on demonstrator episodes (TRL SFTTrainer, assistant turns only)."""
+    from sepo.policies.model_spec import ModelSpec
+    from sepo.policies.resolve import check_model_path
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
     from sepo.train.runtime import check_report_to
     from sepo.train.sft import SFTSettings, run_sft
@@ -63,6 +65,11 @@ def sft(
     names = resolve_games(game)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} is not empty; pass --overwrite or choose another --out")
+    # Every check before the first write: a model folder that is not there or not a
+    # model is refused before the dataset is written into OUT/data.
+    spec = ModelSpec.parse(model)
+    if spec.path is not None:
+        check_model_path(spec.path)
     if data is None:
         data = out / "data"
         write_dataset(build_sft_dataset(names, seed=seed), data)
