@@ -84,3 +84,32 @@ def test_smollm2_plays_kuhn_and_copied_prompts_are_not_choices(
                 turn["parsed"]
                 == kuhn.parse(turn["raw"], truncated=turn.get("truncated", False)).action
             )
+
+
+def test_smollm2s_exact_kuhn_strategy_and_its_exploitability_agree(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    """Exact extraction on a real model (about 25 s on 2 cores): the saved strategy is a
+    probability per information set, and replaying it as a strategy file gives the same
+    exploitability as the extraction reported."""
+    saved = tmp_path / "smollm2_kuhn.json"
+    extracted = runner.invoke(
+        app,
+        [
+            *("exploitability", "--game", "kuhn", "--policy", f"hf:{smollm2}"),
+            *("--json", "--save-strategy", str(saved)),
+        ],
+    )
+    assert extracted.exit_code == 0, extracted.output
+    reported = json.loads(extracted.output[extracted.output.index("{") :])
+    table = json.loads(saved.read_text())
+    probs = list(table["probs"].values())
+    assert len(probs) == 12 and all(0.0 <= p <= 1.0 for p in probs)
+    assert table["probs"] == pytest.approx(reported["strategy"])
+    replayed = runner.invoke(
+        app, ["exploitability", "--game", "kuhn", "--policy", f"strategy:{saved}", "--json"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    again = json.loads(replayed.output[replayed.output.index("{") :])
+    assert again["exploitability"] == pytest.approx(reported["exploitability"], abs=1e-9)
+    assert 0.0 < reported["exploitability"] <= 2.0
