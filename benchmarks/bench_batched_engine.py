@@ -73,19 +73,23 @@ def main() -> None:
 
         run_episodes(specs(2, 10_000), policy)  # warm-up
 
+        timers: dict[str, ForwardTimer] = {}
+
         def sequential(reuse: bool) -> tuple[int, float]:
             policy.reuse_cache = reuse
+            timers["cached" if reuse else "paper"] = timer = ForwardTimer(policy.model)
             start = time.perf_counter()
             decisions = 0
             for spec in specs(args.sequential_episodes, 0):
                 (ep,) = run_episodes([spec], policy)
                 decisions += len(ep.turns)
+            timer.remove()
             return decisions, decisions / (time.perf_counter() - start)
 
         decisions_paper, paper_rate = sequential(reuse=False)
         decisions_seq, seq_rate = sequential(reuse=True)
 
-        forward = ForwardTimer(policy.model)
+        forward = timers["batched"] = ForwardTimer(policy.model)
         counts_before = dict(policy.stats.counts)
         start = time.perf_counter()
         decisions_batched = 0
@@ -125,6 +129,25 @@ def main() -> None:
         f"decode {forward.seconds['decode']:.2f} s ({forward.calls['decode']} steps, "
         f"{forward.tokens['decode']} tokens)"
     )
+    print()
+    print("Generation speed (model forward passes only; a decode step feeds one token per row):")
+    print()
+    print("| side | decode steps | rows per step | generated tokens/s | prefill tokens/s |")
+    print("|---|---|---|---|---|")
+    names = {
+        "paper": "sequential, re-encoded (batch 1)",
+        "cached": "sequential, cached (batch 1)",
+        "batched": f"batched (up to {args.batch} rows)",
+    }
+    for key, name in names.items():
+        t = timers[key]
+        steps = max(t.calls["decode"], 1)
+        print(
+            f"| {name} | {t.calls['decode']} | {t.tokens['decode'] / steps:.1f} | "
+            f"{t.tokens['decode'] / max(t.seconds['decode'], 1e-9):,.0f} | "
+            f"{t.tokens['prefill'] / max(t.seconds['prefill'], 1e-9):,.0f} |"
+        )
+    print()
     print(
         f"shared prompt prefix: {counts.get('local/shared_prefix_tokens', 0):,.0f} prompt tokens "
         f"not fed, {counts.get('local/shared_prefix_fed', 0):,.0f} fed to compute prefixes "

@@ -113,3 +113,43 @@ def test_smollm2s_exact_kuhn_strategy_and_its_exploitability_agree(
     again = json.loads(replayed.output[replayed.output.index("{") :])
     assert again["exploitability"] == pytest.approx(reported["exploitability"], abs=1e-9)
     assert 0.0 < reported["exploitability"] <= 2.0
+
+
+@pytest.mark.slow
+def test_smollm2_main_job_with_lora_sft_and_lora_grpo_and_its_checkpoint_played_back(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    """``sepo train --model hf:DIR`` end to end on the real model, kept small (about 20
+    minutes on 2 cores): LoRA SFT on 4 demonstrator episodes, one LoRA GRPO step on
+    base + the merged SFT adapter, Base/SFT/SEPO evaluated with exact Kuhn figures; then
+    the best checkpoint, an adapter, is loaded back by ``sepo eval`` and
+    ``sepo exploitability`` and gives the run's exact exploitability again."""
+    run = tmp_path / "run"
+    args = ["train", "--model", f"hf:{smollm2}", "--game", "kuhn", "--out", str(run)]
+    args += ["--steps", "1", "--checkpoint-every", "1", "--group-size", "2"]
+    args += ["--sft-episodes", "4", "--eval-episodes", "1", "--in-play-episodes", "0"]
+    args += ["--control", "none", "--report-to", "none"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    sft = json.loads((run / "sft" / "sft_result.json").read_text())
+    assert sft["adapter"] and sft["trained_parameters"] < sft["total_parameters"] / 10
+    checkpoint = Path(summary["best_checkpoint_path"])
+    assert (checkpoint / "adapter_config.json").is_file()
+    assert (checkpoint / "sepo_adapter_base.json").is_file()  # trained on base + SFT
+    for stage in ("base", "sft", "sepo"):
+        assert 0.0 <= summary[stage]["exploitability"] <= 2.0, stage
+    as_adapter = ["--policy", f"hf:{smollm2}", "--adapter", str(checkpoint)]
+    exact = runner.invoke(app, ["exploitability", "--game", "kuhn", *as_adapter, "--json"])
+    assert exact.exit_code == 0, exact.output
+    again = json.loads(exact.output[exact.output.index("{") :])
+    assert again["exploitability"] == pytest.approx(summary["sepo"]["exploitability"], abs=1e-6)
+    played = runner.invoke(
+        app,
+        [
+            *("eval", "--game", "kuhn", *as_adapter, "--episodes", "1", "--no-heldout"),
+            *("--out", str(tmp_path / "played")),
+        ],
+    )
+    assert played.exit_code == 0, played.output
+    assert (tmp_path / "played" / "metrics.json").is_file()

@@ -49,6 +49,24 @@ def sft(
     lr: Annotated[
         float | None, typer.Option(min=0.0, max=MAX_LEARNING_RATE, callback=finite)
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_GROUP,
+            help="Conversations per micro-batch (default: hf 4, tiny 8).",
+        ),
+    ] = None,
+    grad_accum: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=MAX_GROUP, help="Micro-batches per optimizer step (default: hf 4, tiny 2)."
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_STEPS, help="Stop after this many optimizer steps."),
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     overwrite: Annotated[bool, typer.Option()] = False,
     report_to: Annotated[str, typer.Option()] = "tensorboard",
@@ -85,6 +103,9 @@ def sft(
                     lora=lora,
                     epochs=epochs,
                     learning_rate=lr,
+                    per_device_batch_size=batch_size,
+                    grad_accum=grad_accum,
+                    max_steps=max_steps,
                     seed=seed,
                     report_to=report_to,
                     overwrite=True,
