@@ -110,13 +110,13 @@ def main() -> None:
     print("| engine | episodes | decisions | decisions/s |")
     print("|---|---|---|---|")
     print(
-        f"| sequential, conversation re-encoded every turn (the paper's loop) | {args.sequential_episodes} | {decisions_paper} | {paper_rate:.1f} |"
+        f"| sequential, conversation re-encoded every turn (the paper's loop) | {args.sequential_episodes} | {decisions_paper} | {paper_rate:.2f} |"
     )
     print(
-        f"| sequential, key/value cache kept between turns | {args.sequential_episodes} | {decisions_seq} | {seq_rate:.1f} |"
+        f"| sequential, key/value cache kept between turns | {args.sequential_episodes} | {decisions_seq} | {seq_rate:.2f} |"
     )
     print(
-        f"| batched ({args.batch} episodes per generate) | {args.episodes} | {decisions_batched} | {batched_rate:.1f} |"
+        f"| batched ({args.batch} episodes per generate) | {args.episodes} | {decisions_batched} | {batched_rate:.2f} |"
     )
     print()
     print(f"batched / paper's loop: {batched_rate / paper_rate:.1f}x")
