@@ -143,7 +143,10 @@ class RecordingTreePolicy:
     def forget(self, keys: Sequence[Any] | None = None) -> None:
         self.held.difference_update(keys or ())
 
-    def generate_from_ids(self, prompts: Any, sampling: Any, *, with_logprobs: bool, keys: Any):
+    def generate_from_ids(
+        self, prompts: Any, sampling: Any, *, with_logprobs: bool, keys: Any, step_logprobs: bool
+    ):
+        # No step distributions: the tree scores every node in its second pass.
         assert sampling.temperature == 0.0 and not with_logprobs
         self.held.update(keys)
         return [SimpleNamespace(text=_reasoning(self._conversations[p[0]])) for p in prompts]
@@ -237,6 +240,8 @@ def test_tree_matches_a_recomputation_without_caches(model_dir: Path) -> None:
     policy = LocalModelPolicy.load(str(model_dir), device="cpu", sampling=sampling)
     table = extract_ipd_tree(policy, temperature, game=game, batch=8)
     assert policy.stats.counts["local/prompt_tokens"] < 0.5 * _full_prompt_tokens(policy, game)
+    # Every node's distribution was read from its own generation: no scoring pass ran.
+    assert policy.stats.counts.get("local/scored_sequences", 0) == 0
 
     fresh = LocalModelPolicy.load(str(model_dir), device="cpu", sampling=sampling)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
@@ -277,6 +282,54 @@ def test_tree_matches_a_recomputation_without_caches(model_dir: Path) -> None:
         ],
     )
     assert fresh.stats.counts.get("local/prompt_tokens", 0) > 0
+
+
+def test_the_distribution_read_from_a_generation_is_the_tries() -> None:
+    from sepo.policies.constrained import constrained_distribution_from_tokens
+    from sepo.policies.extract_ipd import distribution_from_generation
+
+    logprobs = torch.log_softmax(torch.tensor([[0.1, 2.0, -1.0, 0.5, 0.0]] * 4), dim=-1)
+    # The candidates share tokens [4, 0] and part at token 2 (ids 1 and 3).
+    candidates = [[4, 0, 1, 2], [4, 0, 3, 2]]
+
+    def answer(ids: list[int]) -> Any:
+        return SimpleNamespace(completion_ids=ids, step_logprobs=logprobs[: len(ids)])
+
+    for temperature in (1.0, 0.8, 0.0):
+        got = distribution_from_generation(answer([4, 0, 3, 2]), candidates, temperature)
+        lp1, lp3 = float(logprobs[2, 1]), float(logprobs[2, 3])
+        want = constrained_distribution_from_tokens(
+            candidates, [[0.0, 0.0, lp1, 0.0], [0.0, 0.0, lp3, 0.0]], temperature
+        )
+        assert got == pytest.approx(want, abs=1e-12)
+    assert distribution_from_generation(answer([4, 0, 1]), candidates, 0.0) == [1.0, 0.0]
+    # It cannot be read when the generation wrote other tokens first, stopped before the
+    # parting token, or kept no distributions; nor when one candidate extends another.
+    assert distribution_from_generation(answer([4, 1, 3]), candidates, 1.0) is None
+    assert distribution_from_generation(answer([4, 0]), candidates, 1.0) is None
+    no_steps = SimpleNamespace(completion_ids=[4, 0, 1], step_logprobs=None)
+    assert distribution_from_generation(no_steps, candidates, 1.0) is None
+    assert distribution_from_generation(answer([4, 0, 1]), [[4, 0], [4, 0, 1]], 1.0) is None
+
+
+def test_reading_from_the_generation_changes_no_table_entry(model_dir: Path) -> None:
+    from sepo.policies.extract_ipd import extract_ipd_tree
+    from sepo.policies.local import LocalModelPolicy
+
+    game = make_game("ipd", rounds=3)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    tables = []
+    for from_generation in (True, False):
+        policy = LocalModelPolicy.load(str(model_dir), device="cpu", sampling=sampling)
+        tables.append(
+            extract_ipd_tree(policy, 0.8, game=game, batch=8, from_generation=from_generation)
+        )
+        scored = policy.stats.counts.get("local/scored_sequences", 0)
+        assert (scored == 0) == from_generation  # rescored: two candidates per node
+    read, rescored = tables
+    assert read.cooperate.keys() == rescored.cooperate.keys()
+    for key, p in rescored.cooperate.items():
+        assert read.cooperate[key] == pytest.approx(p, abs=2e-5), key
 
 
 def _full_prompt_tokens(policy: Any, game: Any) -> int:

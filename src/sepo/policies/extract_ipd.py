@@ -29,7 +29,7 @@ the work is compute-bound, so a larger ``batch`` barely helps there."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from sepo.core.types import State
 from sepo.exact.ipd import IPDTableStrategy, history_key
 from sepo.games import make_game
 from sepo.games.ipd import COOPERATE, IPD, MOVES
+from sepo.policies.constrained import constrained_distribution_from_tokens
 from sepo.policies.extract import reasoning_prefix
 from sepo.rollout.engine import turn_messages
 from sepo.rollout.protocol import Message, SamplingConfig
@@ -56,6 +57,38 @@ class _Node:
     """The model's greedy reasoning here (:func:`reasoning_prefix` of its answer)."""
 
 
+def distribution_from_generation(
+    answer: Any, candidates: Sequence[Sequence[int]], temperature: float
+) -> list[float] | None:
+    """The constrained distribution over ``candidates`` (token ids of the legal answers,
+    each ending with the end-of-turn token), read from the greedy generation ``answer``
+    itself, or ``None`` when it cannot be.
+
+    It can be when the candidates share their first ``k`` tokens, differ at token ``k``,
+    the generation wrote exactly those ``k`` tokens first and went on (so its step-``k``
+    distribution conditions on the same tokens the scoring pass would feed): the trie
+    then branches at that node only, every later node has one child, and the
+    constrained distribution is the step-``k`` softmax restricted to the candidates'
+    ``k``-th tokens at ``temperature`` (:mod:`sepo.policies.scoring`). It is the
+    scoring pass's answer up to floating-point rounding, without the pass."""
+    if answer.step_logprobs is None or len(candidates) < 2:
+        return None
+    shortest = min(len(c) for c in candidates)
+    k = 0
+    while k < shortest and len({c[k] for c in candidates}) == 1:
+        k += 1
+    if k >= shortest or len({c[k] for c in candidates}) < len(candidates):
+        return None  # a candidate is a prefix of another, or two branch together later
+    if len(answer.completion_ids) <= k or list(answer.completion_ids[:k]) != list(
+        candidates[0][:k]
+    ):
+        return None
+    row = answer.step_logprobs[k]
+    return constrained_distribution_from_tokens(
+        [[c[k]] for c in candidates], [[float(row[c[k]])] for c in candidates], temperature
+    )
+
+
 def extract_ipd_tree(
     policy: Any,
     temperature: float = 1.0,
@@ -64,10 +97,13 @@ def extract_ipd_tree(
     batch: int = 32,
     name: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    from_generation: bool = True,
 ) -> IPDTableStrategy:
     """The IPD policy of a local model as its P(COOPERATE) at every joint history
     (module docstring). ``batch``: nodes per model call; ``on_progress(done, total)``
-    after each call."""
+    after each call; ``from_generation=False`` scores every node in a second pass
+    instead of reading its distribution from the generation (the same numbers up to
+    rounding; for checking and benchmarks)."""
     ipd = game if game is not None else make_game("ipd")
     if not isinstance(ipd, IPD):
         raise ValueError(f"extract_ipd_tree plays ipd, not {ipd.facts.name}")
@@ -104,17 +140,35 @@ def extract_ipd_tree(
     def evaluate(nodes: list[_Node]) -> None:
         keys = [n.key for n in nodes]
         answers = policy.generate_from_ids(
-            [n.prompt for n in nodes], greedy, with_logprobs=False, keys=keys
+            [n.prompt for n in nodes],
+            greedy,
+            with_logprobs=False,
+            keys=keys,
+            step_logprobs=from_generation,
         )
+        rescore: list[_Node] = []
         for n, answer in zip(nodes, answers, strict=True):
             n.reasoning = reasoning_prefix(answer.text)
+            dist = None
+            if getattr(answer, "step_logprobs", None) is not None:
+                candidates = [
+                    policy.encode_continuation(n.messages, n.reasoning + words[a], n.prompt)
+                    for a in MOVES
+                ]
+                dist = distribution_from_generation(answer, candidates, temperature)
+            if dist is None:
+                rescore.append(n)
+            else:
+                table[history_key(n.state.history)] = min(1.0, max(0.0, dist[cooperate]))
+        if not rescore:
+            return
         dists = policy.constrained_distributions(
-            [n.messages for n in nodes],
-            [[n.reasoning + words[a] for a in MOVES] for n in nodes],
+            [n.messages for n in rescore],
+            [[n.reasoning + words[a] for a in MOVES] for n in rescore],
             temperature,
-            keys=keys,
+            keys=[n.key for n in rescore],
         )
-        for n, dist in zip(nodes, dists, strict=True):
+        for n, dist in zip(rescore, dists, strict=True):
             table[history_key(n.state.history)] = min(1.0, max(0.0, float(dist[cooperate])))
 
     start = ipd.new_state()

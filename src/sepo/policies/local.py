@@ -61,6 +61,12 @@ class TokenGeneration:
     """The completion decoded with special tokens skipped."""
     finished: bool
     """Whether the answer ended with a stop token (``False``: cut at ``max_new_tokens``)."""
+    step_logprobs: Any = None
+    """Only when the call asked for ``step_logprobs``: a float tensor (completion tokens,
+    vocabulary) whose row ``i`` is the raw model's log-softmax over the whole vocabulary
+    at completion position ``i`` (what ``completion_ids[i]`` was drawn from, before any
+    temperature). Lets a caller read the probability of tokens that were *not* chosen,
+    without a second pass (:func:`sepo.policies.extract_ipd.extract_ipd_tree`)."""
 
 
 class LocalModelPolicy(ScoringMixin):
@@ -216,9 +222,11 @@ class LocalModelPolicy(ScoringMixin):
         *,
         with_logprobs: bool = True,
         keys: Sequence[Hashable] | None = None,
+        step_logprobs: bool = False,
     ) -> list[TokenGeneration]:
         """:meth:`generate_tokens` for prompts that are already token ids (multi-turn
-        rollouts that keep each episode's exact token sequence).
+        rollouts that keep each episode's exact token sequence). ``step_logprobs``: also
+        return each answer's whole per-step distribution (``TokenGeneration.step_logprobs``).
 
         ``keys`` name the conversation of each prompt. A conversation's attention
         key/value cache is kept after each call, and the next prompt of the same key
@@ -258,7 +266,9 @@ class LocalModelPolicy(ScoringMixin):
         def run(chunk: range) -> None:
             chunk_keys = [keys[i] for i in chunk] if keys is not None else None
             results.extend(
-                self._generate_chunk([prompts[i] for i in chunk], cfg, with_logprobs, chunk_keys)
+                self._generate_chunk(
+                    [prompts[i] for i in chunk], cfg, with_logprobs, chunk_keys, step_logprobs
+                )
             )
 
         self._run_in_chunks(len(prompts), None, run)
@@ -344,6 +354,7 @@ class LocalModelPolicy(ScoringMixin):
         cfg: SamplingConfig,
         with_logprobs: bool,
         keys: list[Hashable] | None = None,
+        step_logprobs: bool = False,
     ) -> list[TokenGeneration]:
         import torch
 
@@ -392,17 +403,21 @@ class LocalModelPolicy(ScoringMixin):
             out = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
-                generation_config=self._generation_config(cfg, with_logprobs),
+                generation_config=self._generation_config(cfg, with_logprobs or step_logprobs),
                 **({cache_keyword(self.model): past} if past is not None else {}),
             )
         new_tokens = out.sequences[:, width:].tolist()
-        step_logprobs: list[list[float]] = [[] for _ in prompts]
+        chosen_logprobs: list[list[float]] = [[] for _ in prompts]
         if with_logprobs:
             for step, logits in enumerate(out.logits):
                 chosen = out.sequences[:, width + step].unsqueeze(-1)
                 lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, chosen).squeeze(-1)
                 for row, value in enumerate(lp.tolist()):
-                    step_logprobs[row].append(float(value))
+                    chosen_logprobs[row].append(float(value))
+        distributions = None
+        if step_logprobs:
+            # (rows, steps, vocabulary): the raw log-softmax at every generated position.
+            distributions = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
         results = []
         stop = set(self.stop_ids)
         for row, ids in enumerate(new_tokens):
@@ -412,9 +427,14 @@ class LocalModelPolicy(ScoringMixin):
                 TokenGeneration(
                     prompt_ids=prompts[row],
                     completion_ids=completion,
-                    logprobs=step_logprobs[row][: len(completion)],
+                    logprobs=chosen_logprobs[row][: len(completion)],
                     text=self.tokenizer.decode(completion, skip_special_tokens=True),
                     finished=end is not None,
+                    step_logprobs=(
+                        distributions[row, : len(completion)].cpu()
+                        if distributions is not None
+                        else None
+                    ),
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
