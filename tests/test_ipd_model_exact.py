@@ -144,7 +144,14 @@ class RecordingTreePolicy:
         self.held.difference_update(keys or ())
 
     def generate_from_ids(
-        self, prompts: Any, sampling: Any, *, with_logprobs: bool, keys: Any, step_logprobs: bool
+        self,
+        prompts: Any,
+        sampling: Any,
+        *,
+        with_logprobs: bool,
+        keys: Any,
+        step_logprobs: bool,
+        keep_cache: bool,
     ):
         # No step distributions: the tree scores every node in its second pass.
         assert sampling.temperature == 0.0 and not with_logprobs

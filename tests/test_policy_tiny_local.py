@@ -237,6 +237,40 @@ def test_generate_tokens_logprobs_are_the_raw_model(greedy: LocalModelPolicy) ->
         assert END not in gen.text
 
 
+def test_step_logprobs_are_the_raw_models_whole_distribution(greedy: LocalModelPolicy) -> None:
+    prompts = [greedy.encode_prompt(r.messages) for r in REQUESTS[:3]]
+    gens = greedy.generate_from_ids(prompts, with_logprobs=True, step_logprobs=True)
+    for prompt, gen in zip(prompts, gens, strict=True):
+        steps = gen.step_logprobs
+        assert tuple(steps.shape) == (len(gen.completion_ids), len(greedy.tokenizer))
+        assert torch.exp(steps).sum(-1) == pytest.approx(1.0, abs=1e-4)
+        chosen = [float(steps[i, t]) for i, t in enumerate(gen.completion_ids)]
+        assert chosen == pytest.approx(gen.logprobs, abs=1e-6)
+        logp = plain_logprobs(greedy, prompt + gen.completion_ids)
+        start = len(prompt)
+        assert torch.allclose(steps, logp[start - 1 : start - 1 + len(steps)], atol=1e-4)
+    assert all(g.step_logprobs is None for g in greedy.generate_from_ids(prompts[:1]))
+
+
+def test_a_call_that_keeps_no_cache_reads_and_drops_the_kept_one(model_dir: Path) -> None:
+    policy = LocalModelPolicy.load(
+        str(model_dir), device="cpu", sampling=SamplingConfig(temperature=0.0, max_new_tokens=6)
+    )
+    start = policy.encode_prompt(REQUESTS[0].messages)
+    (first,) = policy.generate_from_ids([start], keys=["a"])
+    assert "a" in policy.cache.conversations
+    prompt = start + first.completion_ids + start[-5:]  # the conversation goes on
+    fed = policy.stats.counts["local/prompt_tokens"]
+    (kept,) = policy.generate_from_ids([prompt], keys=["a"], keep_cache=False)
+    assert policy.stats.counts["local/prompt_tokens"] - fed < len(prompt)  # read the cache
+    assert "a" not in policy.cache.conversations
+    fresh = LocalModelPolicy.load(
+        str(model_dir), device="cpu", sampling=SamplingConfig(temperature=0.0, max_new_tokens=6)
+    )
+    (whole,) = fresh.generate_from_ids([prompt])
+    assert kept.completion_ids == whole.completion_ids
+
+
 # ---------------------------------------------------------------------- scoring
 
 

@@ -138,13 +138,17 @@ def extract_ipd_tree(
         return out
 
     def evaluate(nodes: list[_Node]) -> None:
-        keys = [n.key for n in nodes]
+        # The last round's histories have no children: their caches are not kept (their
+        # rescoring, if any, then feeds their whole prompt, which is rare; see
+        # ``distribution_from_generation``).
+        leaves = from_generation and all(len(n.state.history) == rounds - 1 for n in nodes)
         answers = policy.generate_from_ids(
             [n.prompt for n in nodes],
             greedy,
             with_logprobs=False,
-            keys=keys,
+            keys=[n.key for n in nodes],
             step_logprobs=from_generation,
+            keep_cache=not leaves,
         )
         rescore: list[_Node] = []
         for n, answer in zip(nodes, answers, strict=True):

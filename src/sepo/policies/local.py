@@ -223,10 +223,13 @@ class LocalModelPolicy(ScoringMixin):
         with_logprobs: bool = True,
         keys: Sequence[Hashable] | None = None,
         step_logprobs: bool = False,
+        keep_cache: bool = True,
     ) -> list[TokenGeneration]:
         """:meth:`generate_tokens` for prompts that are already token ids (multi-turn
         rollouts that keep each episode's exact token sequence). ``step_logprobs``: also
         return each answer's whole per-step distribution (``TokenGeneration.step_logprobs``).
+        ``keep_cache=False``: the ``keys``' kept caches are read and then dropped, and
+        nothing is kept of this call (for conversations that end here).
 
         ``keys`` name the conversation of each prompt. A conversation's attention
         key/value cache is kept after each call, and the next prompt of the same key
@@ -267,7 +270,12 @@ class LocalModelPolicy(ScoringMixin):
             chunk_keys = [keys[i] for i in chunk] if keys is not None else None
             results.extend(
                 self._generate_chunk(
-                    [prompts[i] for i in chunk], cfg, with_logprobs, chunk_keys, step_logprobs
+                    [prompts[i] for i in chunk],
+                    cfg,
+                    with_logprobs,
+                    chunk_keys,
+                    step_logprobs,
+                    keep_cache,
                 )
             )
 
@@ -355,6 +363,7 @@ class LocalModelPolicy(ScoringMixin):
         with_logprobs: bool,
         keys: list[Hashable] | None = None,
         step_logprobs: bool = False,
+        keep_cache: bool = True,
     ) -> list[TokenGeneration]:
         import torch
 
@@ -438,7 +447,7 @@ class LocalModelPolicy(ScoringMixin):
                 )
             )
             self.stats.add("local/completion_tokens", len(completion))
-        if use_cache and keys is not None:
+        if use_cache and keys is not None and keep_cache:
             # ``generate`` filled ``past`` in place: it holds every row's key/values.
             self.cache.store(keys, prompts, results, attention, width, past)
         self.stats.add("local/generate_calls")
