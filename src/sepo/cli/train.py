@@ -188,7 +188,8 @@ def train(
         bool,
         typer.Option(
             help="IPD: the exact worst case of SFT and each arm's best checkpoint (the best "
-            "response to the model's whole policy table; about 11 minutes each on 2 cores)."
+            "response to the model's whole policy table; about 4-6 minutes each on 2 cores, "
+            "half of what it took with a scoring pass per history)."
         ),
     ] = True,
     sft_episodes: Annotated[

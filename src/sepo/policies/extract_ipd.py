@@ -19,12 +19,20 @@ sampled play the reasoning is sampled too, so play can differ from the table whe
 reasoning varies; for a model whose reasoning line is templated from the observation, as
 after SFT, the two coincide.
 
-Cost: one greedy generation and one scoring pass per node. Nodes are evaluated in
-batches, depth first, each starting from its parent's key/value cache
-(:meth:`LocalModelPolicy.branch_cache`), so a node feeds only its new round's tokens
-and at most about ``batch`` × rounds conversations' caches are held at once. On 2 CPU
-cores the SFT'd tiny model takes about 8 minutes for the 8-round game (1.6 GB peak);
-the work is compute-bound, so a larger ``batch`` barely helps there."""
+Cost: one greedy generation per node. COOPERATE and DEFECT part at one token, so the
+constrained distribution is the model's next-token distribution there, restricted to
+the two; the generation keeps its step distributions and the node's P(COOPERATE) is read
+at that token (:func:`distribution_from_generation`). Only a node whose generation did
+not write the candidates' common tokens first (rare: its reasoning would re-tokenize
+differently) is scored in a second pass. Nodes are evaluated in batches, depth first,
+each starting from its parent's key/value cache (:meth:`LocalModelPolicy.branch_cache`),
+so a node feeds only its new round's tokens; the last round's nodes keep no cache, and at
+most about ``batch`` × rounds conversations' caches are held at once. On 2 CPU cores the
+SFT'd tiny model takes about 4 minutes for the 8-round game (242 s against 484 s with a
+scoring pass per node, measured in one run by ``benchmarks/bench_ipd_tabulation.py``;
+1.6 GB peak). What remains is the generation itself (about two thirds; decoding reads
+every row's whole cache at each step) and rendering and tokenizing each node's
+conversation and its two candidates (about a third)."""
 
 from __future__ import annotations
 
