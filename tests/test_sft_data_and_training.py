@@ -318,3 +318,36 @@ def test_sft_command_takes_the_batch_and_step_options(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "o" / "sft_config.json").read_text())["settings"]
     assert config["per_device_batch_size"] == 2 and config["grad_accum"] == 3
     assert json.loads((tmp_path / "o" / "sft_result.json").read_text())["steps"] == 1
+
+
+def test_the_main_job_gives_the_negotiations_more_sft_episodes() -> None:
+    from sepo.train.settings import TrainSettings
+
+    tiny = TrainSettings(games=("negotiation", "kuhn"))
+    assert tiny.sft_episodes_per_game == {"negotiation": 2000}
+    assert tiny.episodes_for_sft() == {"negotiation": 2000, "kuhn": 400}
+    assert TrainSettings(games=("negotiation",), model="hf:/m").episodes_for_sft() == {
+        "negotiation": 400
+    }
+    chosen = TrainSettings(games=("negotiation",), sft_episodes=60, sft_episodes_per_game={})
+    assert chosen.episodes_for_sft() == {"negotiation": 60}
+    assert TrainSettings.from_json(tiny.to_json()) == tiny
+    saved_before = tiny.to_json()
+    del saved_before["sft_episodes_per_game"]  # a run saved before the field existed
+    assert TrainSettings.from_json(saved_before).episodes_for_sft() == {
+        "negotiation": 400,
+        "kuhn": 400,
+    }
+
+
+def test_per_game_episodes_change_only_the_games_they_name() -> None:
+    games = ["kuhn", "negotiation"]
+    plain = build_sft_dataset(games, episodes=3, seed=0)
+    more = build_sft_dataset(games, episodes=3, seed=0, per_game={"negotiation": 5})
+
+    def episodes(data: Any, game: str) -> list[Any]:
+        return [r for r in data.train + data.valid if r["game"] == game]
+
+    assert len(episodes(plain, "negotiation")) == 3
+    assert len(episodes(more, "negotiation")) == 5
+    assert episodes(more, "kuhn") == episodes(plain, "kuhn")

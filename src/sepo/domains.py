@@ -64,8 +64,12 @@ class Domain:
     sft_decisions: int = 8000
     """Demonstrator decisions in the paper's SFT dataset (SPEC §5)."""
     tiny_sft_epochs: float | None = None
-    """Passes over this domain's SFT data the embedded tiny model needs, when more than the
-    tiny recipe's default (``sepo.train.sft``)."""
+    """Passes over this domain's SFT data the embedded tiny model needs, when they differ
+    from the tiny recipe's default (``sepo.train.sft``; mixed data takes the largest)."""
+    tiny_sft_episodes: int | None = None
+    """Demonstrator episodes the main job's SFT of the tiny model needs in this domain,
+    when more than ``TrainSettings``' default of 400 (its SFT policy must write the
+    demonstrators' reasoning line, the reasoning check; measured in docs/sft.md)."""
 
     def make_game(self, **params: Any) -> Game:
         return self.game(**params)
@@ -156,6 +160,8 @@ register_domain(
         baseline="fair",
         weights=_NEGOTIATION_EVAL,
         train_weights=_NEGOTIATION_TRAIN,
+        tiny_sft_epochs=1.0,
+        tiny_sft_episodes=2000,
     )
 )
 register_domain(
@@ -168,6 +174,8 @@ register_domain(
         weights=_NEGOTIATION_EVAL,
         train_weights=_NEGOTIATION_TRAIN,
         sft_decisions=4000,
+        tiny_sft_epochs=1.0,
+        tiny_sft_episodes=1000,
     )
 )
 #: Kuhn training leaves the collusion term out (λc = 0, the collusive pool not played):

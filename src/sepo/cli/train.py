@@ -193,8 +193,14 @@ def train(
         ),
     ] = True,
     sft_episodes: Annotated[
-        int, typer.Option(min=1, max=MAX_EPISODES, help="SFT demonstrator episodes per game.")
-    ] = 400,
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_EPISODES,
+            help="SFT demonstrator episodes per game (default: 400; on the tiny model "
+            "2,000 for negotiation and 1,000 for negotiation_v2, see docs/sft.md).",
+        ),
+    ] = None,
     report_to: Annotated[str, typer.Option(help="tensorboard, none, wandb…")] = "tensorboard",
     sft_from: Annotated[
         Path | None,
@@ -256,7 +262,8 @@ def train(
             model=model,
             out=str(out),
             seed=seed,
-            sft_episodes=sft_episodes,
+            sft_episodes=400 if sft_episodes is None else sft_episodes,
+            sft_episodes_per_game=None if sft_episodes is None else {},
             steps=steps,
             group_size=group_size,
             temperature=temperature,

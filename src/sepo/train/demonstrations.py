@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,14 +74,18 @@ def build_sft_dataset(
     episodes: int | None = None,
     seed: int = 0,
     decisions: dict[str, int] | None = None,
+    per_game: Mapping[str, int] | None = None,
 ) -> SFTDataset:
     """Demonstrator episodes for ``games``; ``episodes`` per game, or enough episodes to
-    reach the paper's decision counts (each domain's ``sft_decisions``) when ``None``."""
+    reach the paper's decision counts (each domain's ``sft_decisions``) when ``None``;
+    ``per_game`` overrides ``episodes`` for the games it names."""
     targets = {g: domain(g).sft_decisions for g in games} | (decisions or {})
+    default_episodes = episodes
     rng = random.Random(f"sft:{seed}")
     train: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     for g in games:
+        episodes = (per_game or {}).get(g, default_episodes)
         d = domain(g)
         game = d.make_game()
         pools = d.pools

@@ -122,6 +122,7 @@ SFT_STAGE_SETTINGS = (
     "model",
     "seed",
     "sft_episodes",
+    "sft_episodes_per_game",
     "sft_epochs",
     "sft_learning_rate",
     "sft_batch_size",
@@ -240,7 +241,10 @@ def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]
     data_dir, sft_dir = out / "sft-data", out / "sft"
     if read_json_cache(data_dir / "card.json") is None:  # written last
         write_dataset(
-            build_sft_dataset(list(s.games), episodes=s.sft_episodes, seed=s.seed), data_dir
+            build_sft_dataset(
+                list(s.games), episodes=s.sft_episodes, seed=s.seed, per_game=s.sft_episodes_per_game
+            ),
+            data_dir,
         )
     if not isinstance(read_json_cache(sft_dir / "sft_result.json"), dict):
         model_spec = str(spec.at(base_path))

@@ -88,6 +88,7 @@ class ReproduceSettings:
 
 QUICK = {
     "sft_episodes": 60,
+    "sft_episodes_per_game": {},
     "steps": 4,
     "checkpoint_every": 2,
     "eval_episodes": 4,

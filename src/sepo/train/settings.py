@@ -40,6 +40,12 @@ class TrainSettings:
     """Demonstrator episodes per game for SFT (``None``: the paper's ≈8,000 decisions).
     The tiny default, 400 Kuhn episodes ≈ 3,600 decisions, is what the tiny SFT recipe
     reaches in its time budget anyway."""
+    sft_episodes_per_game: dict[str, int] | None = None
+    """Games whose SFT episodes differ from :attr:`sft_episodes` (game → episodes).
+    ``None``: for the tiny model, each game's ``Domain.tiny_sft_episodes`` (the
+    negotiations' 4-decision episodes need more of them); none for hf models. Resolved
+    when the settings are made, so ``config.json`` records the numbers; a run saved
+    before this field existed reads as ``{}``, what it was trained with."""
     sft_epochs: float | None = None
     """Passes over whole episodes after the prefix curriculum (``None``: the SFT
     default for the model kind, :data:`sepo.train.sft_settings.TINY_DEFAULTS` or the paper's;
@@ -124,6 +130,19 @@ class TrainSettings:
             return self.temperature
         return training_temperature(self.model)
 
+    def __post_init__(self) -> None:
+        if self.sft_episodes_per_game is None:
+            per_game = {}
+            if self.model_spec.kind == "tiny":
+                found = {g: domain(g).tiny_sft_episodes for g in self.games}
+                per_game = {g: n for g, n in found.items() if n is not None}
+            object.__setattr__(self, "sft_episodes_per_game", per_game)
+
+    def episodes_for_sft(self) -> dict[str, int | None]:
+        """SFT demonstrator episodes of each game of the run (``None``: the paper's)."""
+        per_game = self.sft_episodes_per_game or {}
+        return {g: per_game.get(g, self.sft_episodes) for g in self.games}
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -137,6 +156,7 @@ class TrainSettings:
             data.setdefault("control", "none")  # runs saved before had no control arm
         if data.get("control", "none") != "none":
             data["control"] = saved_penalty(data["control"], version)
+        data.setdefault("sft_episodes_per_game", {})  # saved before the field existed
         if data.get("sft_curriculum") is not None:
             data["sft_curriculum"] = tuple(tuple(x) for x in data["sft_curriculum"])
         return cls(**data)
