@@ -126,7 +126,9 @@ def test_quick_and_default_recipes_differ_only_where_documented(tmp_path: Path) 
         p.label: p.settings
         for p in planned_runs(ReproduceSettings(quick=True, seeds=1, out=str(tmp_path)))
     }
-    full = {p.label: p.settings for p in planned_runs(ReproduceSettings(seeds=1, out=str(tmp_path)))}
+    full = {
+        p.label: p.settings for p in planned_runs(ReproduceSettings(seeds=1, out=str(tmp_path)))
+    }
     assert quick.keys() == full.keys()
     differ = set()
     for label, settings in quick.items():

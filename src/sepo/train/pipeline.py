@@ -242,7 +242,10 @@ def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]
     if read_json_cache(data_dir / "card.json") is None:  # written last
         write_dataset(
             build_sft_dataset(
-                list(s.games), episodes=s.sft_episodes, seed=s.seed, per_game=s.sft_episodes_per_game
+                list(s.games),
+                episodes=s.sft_episodes,
+                seed=s.seed,
+                per_game=s.sft_episodes_per_game,
             ),
             data_dir,
         )
