@@ -32,9 +32,8 @@ from pathlib import Path
 
 from sepo.domains import domain
 from sepo.games import make_game
-from sepo.policies.corpus import game_corpus
 from sepo.policies.local import LocalModelPolicy
-from sepo.policies.tiny import build_tiny_model
+from sepo.policies.tiny import build_default_model
 from sepo.rollout.engine import EpisodeSpec, run_episodes
 from sepo.rollout.protocol import SamplingConfig
 
@@ -58,9 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            model_dir = build_tiny_model(
-                Path(tmp) / "tiny", game_corpus(seed=args.seed), seed=args.seed
-            )
+            model_dir = build_default_model(Path(tmp) / "tiny", seed=args.seed)
         sampling = SamplingConfig(
             temperature=0.8, max_new_tokens=args.max_new_tokens, seed=args.seed
         )

@@ -34,10 +34,9 @@ from pathlib import Path
 
 from sepo.exact.ipd import ipd_exploitability
 from sepo.games import make_game
-from sepo.policies.corpus import game_corpus
 from sepo.policies.extract_ipd import extract_ipd_tree
 from sepo.policies.local import LocalModelPolicy
-from sepo.policies.tiny import build_tiny_model
+from sepo.policies.tiny import build_default_model
 from sepo.rollout.protocol import SamplingConfig
 
 
@@ -57,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            model = build_tiny_model(Path(tmp) / "tiny", game_corpus(seed=0), seed=0)
+            model = build_default_model(Path(tmp) / "tiny", seed=0)
         game = make_game("ipd", rounds=args.rounds)
         sides = {}
         for label, from_generation in (("rescored", False), ("from generation", True)):

@@ -43,11 +43,10 @@ def model_init(
     overwrite: Annotated[bool, typer.Option()] = False,
 ) -> None:
     """Build the embedded default model (config + locally trained tokenizer); no download."""
-    from sepo.policies.corpus import game_corpus
-    from sepo.policies.tiny import build_tiny_model
+    from sepo.policies.tiny import build_default_model
 
     prepare_out_dir(out, overwrite, ("config.json", "model.safetensors"))
-    path = build_tiny_model(out, game_corpus(seed=seed), seed=seed)
+    path = build_default_model(out, seed=seed)
     console.print(f"built the tiny model in {path}")
 
 

@@ -191,6 +191,15 @@ def build_tiny_model(
     return out_dir
 
 
+def build_default_model(out_dir: Path, seed: int = 0) -> Path:
+    """The embedded default model (``sepo model init``, the base model of ``sepo sft`` and
+    ``sepo train``): the tiny config, its tokenizer trained on the game corpus of
+    ``seed`` (:func:`sepo.policies.corpus.game_corpus`), initialised from ``seed``."""
+    from sepo.policies.corpus import game_corpus
+
+    return build_tiny_model(out_dir, game_corpus(seed=seed), seed=seed)
+
+
 def tiny_model_complete(folder: str | Path) -> bool:
     """Whether :func:`build_tiny_model` finished writing ``folder``: its metadata (written
     last) parses, the tokenizer is there and the weights are whole. A folder left by a

@@ -184,8 +184,7 @@ def run_pipeline(s: TrainSettings, *, resume: bool = False, log: Log = print) ->
 
 
 def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]:
-    from sepo.policies.corpus import game_corpus
-    from sepo.policies.tiny import build_tiny_model, tiny_model_complete
+    from sepo.policies.tiny import build_default_model, tiny_model_complete
     from sepo.train.demonstrations import build_sft_dataset, write_dataset
     from sepo.train.sft import SFTSettings, run_sft
 
@@ -232,7 +231,7 @@ def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]
     else:
         base_dir = out / "base-model"
         if not tiny_model_complete(base_dir):
-            build_tiny_model(base_dir, game_corpus(seed=s.seed), seed=s.seed)
+            build_default_model(base_dir, seed=s.seed)
         base_path = str(base_dir)
     done()
 

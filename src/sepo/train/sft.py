@@ -408,8 +408,7 @@ def _scheduler_kwargs(s: SFTSettings, conversations: int, curriculum: bool) -> d
 
 
 def _build_base_model(path: Path, seed: int) -> Path:
-    from sepo.policies.corpus import game_corpus
-    from sepo.policies.tiny import METADATA_FILE, build_tiny_model
+    from sepo.policies.tiny import METADATA_FILE, build_default_model
 
     metadata = path / METADATA_FILE
     # an earlier (overwritten) run's base model: the recipe is deterministic
@@ -419,7 +418,7 @@ def _build_base_model(path: Path, seed: int) -> Path:
         and json.loads(metadata.read_text(encoding="utf-8")).get("seed") == seed
     ):
         return path
-    return build_tiny_model(path, game_corpus(seed), seed)
+    return build_default_model(path, seed)
 
 
 def _lora_config(s: SFTSettings) -> Any:
