@@ -74,28 +74,26 @@ def build_sft_dataset(
     episodes: int | None = None,
     seed: int = 0,
     decisions: dict[str, int] | None = None,
-    per_game: Mapping[str, int] | None = None,
+    per_game: Mapping[str, int | None] | None = None,
 ) -> SFTDataset:
     """Demonstrator episodes for ``games``; ``episodes`` per game, or enough episodes to
     reach the paper's decision counts (each domain's ``sft_decisions``) when ``None``;
-    ``per_game`` overrides ``episodes`` for the games it names."""
+    ``per_game`` overrides ``episodes`` for the games it names (``None`` there: the
+    paper's count)."""
     targets = {g: domain(g).sft_decisions for g in games} | (decisions or {})
-    default_episodes = episodes
     rng = random.Random(f"sft:{seed}")
     train: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     for g in games:
-        episodes = (per_game or {}).get(g, default_episodes)
+        count = (per_game or {}).get(g, episodes)
         d = domain(g)
         game = d.make_game()
         pools = d.pools
         opponents = [(p, o) for p in SCORED_POOLS for o in pools.pool(p)]
         names, weights = zip(*d.demonstrators, strict=True)
         produced, k = 0, 0
-        while (episodes is None and produced < targets[g]) or (
-            episodes is not None and k < episodes
-        ):
-            batch = 64 if episodes is None else min(64, episodes - k)
+        while (count is None and produced < targets[g]) or (count is not None and k < count):
+            batch = 64 if count is None else min(64, count - k)
             specs, by_seed, demo_names = [], {}, {}
             for _ in range(batch):
                 ep_seed = rng.getrandbits(48)
@@ -105,7 +103,7 @@ def build_sft_dataset(
                 by_seed[ep_seed] = d.find_strategy(demo)
                 demo_names[ep_seed] = demo
             for ep in run_episodes(specs, DemonstratorPolicy(game, by_seed)):
-                if episodes is None and produced >= targets[g]:
+                if count is None and produced >= targets[g]:
                     break
                 row = _episode_row(ep, game.system_prompt(), demo_names[ep.seed], f"{g}-{k}")
                 (valid if rng.random() < VALID_FRACTION else train).append(row)

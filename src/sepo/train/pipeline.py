@@ -240,12 +240,7 @@ def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]
     data_dir, sft_dir = out / "sft-data", out / "sft"
     if read_json_cache(data_dir / "card.json") is None:  # written last
         write_dataset(
-            build_sft_dataset(
-                list(s.games),
-                episodes=s.sft_episodes,
-                seed=s.seed,
-                per_game=s.sft_episodes_per_game,
-            ),
+            build_sft_dataset(list(s.games), seed=s.seed, per_game=s.episodes_for_sft()),
             data_dir,
         )
     if not isinstance(read_json_cache(sft_dir / "sft_result.json"), dict):
