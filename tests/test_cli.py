@@ -450,3 +450,23 @@ def test_eval_max_active_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> 
     _ok(["eval", "--game", "ipd", "--episodes", "2", "--max-active", "3"])
     _ok(["eval", "--game", "ipd", "--episodes", "2"])
     assert seen == [3, 64]
+
+
+def test_train_sft_episodes_option_sets_every_game(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sepo.train.pipeline as pipeline
+
+    seen: list[Any] = []
+
+    def fake_run(settings: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    base = ["train", "--game", "negotiation,kuhn", "--report-to", "none"]
+    runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--sft-episodes", "60"])
+    default, chosen = seen
+    assert default.episodes_for_sft() == {"negotiation": 2000, "kuhn": 400}
+    assert chosen.episodes_for_sft() == {"negotiation": 60, "kuhn": 60}

@@ -257,19 +257,25 @@ def train(
             raise UsageError(f"--lr must be positive and at most {MAX_LEARNING_RATE}, not {lr}")
         if beta is not None and not 0 <= beta <= MAX_BETA:
             raise UsageError(f"--beta must be between 0 and {MAX_BETA}, not {beta}")
+        # --sft-episodes N is N for every game; left out, the settings' defaults decide
+        # (400, and the domains' own counts for the tiny model).
+        chosen_sft_episodes: dict[str, Any] = (
+            {}
+            if sft_episodes is None
+            else {"sft_episodes": sft_episodes, "sft_episodes_per_game": {}}
+        )
         settings = TrainSettings(
             games=tuple(resolve_games(game)),
             model=model,
             out=str(out),
             seed=seed,
-            sft_episodes=400 if sft_episodes is None else sft_episodes,
-            sft_episodes_per_game=None if sft_episodes is None else {},
             steps=steps,
             group_size=group_size,
             temperature=temperature,
             learning_rate=lr,
             beta=beta,
             penalty=penalty,
+            **chosen_sft_episodes,
             control=control,
             scale=scale,
             best_responder=best_responder,
