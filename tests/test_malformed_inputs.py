@@ -125,6 +125,7 @@ CASES = [
     (["train", "--out", "{d}/t", "--report-to", "bogus"], "bogus"),
     (["reproduce", "--seeds", "0", "--out", "{d}/r"], "--seeds"),
     (["reproduce", "--games", "chess", "--out", "{d}/r"], "chess"),
+    (["reproduce", "--jobs", "0", "--out", "{d}/r"], "--jobs"),
     (["report", "{d}/run", "--out", "{d}/rep", "--n-boot", "1"], "--n-boot"),
     (["report", "{d}/nothing-here", "--out", "{d}/rep"], "nothing-here"),
 ]

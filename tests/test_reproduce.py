@@ -5,7 +5,10 @@ replaced by a recorder that writes what a finished run leaves."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +186,119 @@ def test_a_rerun_adds_the_ipd_worst_cases_a_finished_run_lacks(
     computed.clear()
     run_reproduce(r, log=lambda m: None)
     assert computed == []
+
+
+def test_jobs_run_the_plan_in_parallel_a_mechanism_run_only_after_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--jobs 3 on a thread pool (the scheduling is the same as with processes): never
+    more than three runs at a time, each mechanism arm started only once its IPD run has
+    written summary.json, every run done once, timings recorded for each."""
+    import threading
+    import time as _time
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+    going: set[str] = set()
+    most = 0
+    order: list[str] = []
+
+    def fake_pipeline(s: TrainSettings, *, resume: bool = False, log: Any = print) -> None:
+        nonlocal most
+        out = Path(s.out)
+        if s.sft_from is not None:
+            assert (Path(s.sft_from) / "summary.json").is_file()
+        with lock:
+            going.add(s.out)
+            most = max(most, len(going))
+            order.append(out.relative_to(tmp_path / "r").as_posix())
+        _time.sleep(0.05)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"settings": s.to_json()}))
+        (out / "summary.json").write_text(json.dumps({"settings": s.to_json()}))
+        with lock:
+            going.discard(s.out)
+
+    monkeypatch.setattr(reproduce, "run_pipeline", fake_pipeline)
+    r = ReproduceSettings(
+        games=("ipd", "kuhn"), seeds=2, quick=True, out=str(tmp_path / "r"), jobs=3
+    )
+    logged: list[str] = []
+    run_reproduce(r, log=logged.append, executor=lambda n: ThreadPoolExecutor(max_workers=n))
+    assert sorted(order) == sorted(p.folder.relative_to(tmp_path / "r").as_posix()
+                                   for p in planned_runs(r))  # fmt: skip
+    assert most == 3
+    assert order[:3] == ["kuhn/seed-0", "kuhn/seed-1", "ipd/seed-0"]  # plan order
+    timings = json.loads((tmp_path / "r" / "timings.json").read_text())
+    assert len(timings) == len(order) and all(v > 0 for v in timings.values())
+    assert sum("finished in" in m for m in logged) == len(order)
+    order.clear()  # a rerun with another --jobs is the same plan: nothing to do
+    run_reproduce(dataclasses.replace(r, jobs=1), log=lambda m: None)
+    assert order == []
+
+
+def test_a_failing_run_stops_the_plan_and_its_error_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    started: list[str] = []
+
+    def fake_pipeline(s: TrainSettings, *, resume: bool = False, log: Any = print) -> None:
+        started.append(Path(s.out).name)
+        if Path(s.out).name == "seed-0":
+            raise ReproduceError("the SFT data is empty")
+        Path(s.out).mkdir(parents=True, exist_ok=True)
+        (Path(s.out) / "config.json").write_text(json.dumps({"settings": s.to_json()}))
+        (Path(s.out) / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(reproduce, "run_pipeline", fake_pipeline)
+    r = ReproduceSettings(games=("auction",), seeds=4, quick=True, out=str(tmp_path / "r"), jobs=2)
+    with pytest.raises(ReproduceError, match="SFT data is empty"):
+        run_reproduce(r, log=lambda m: None, executor=lambda n: ThreadPoolExecutor(max_workers=n))
+    # seed-0 and seed-1 started together; after the failure nothing new began.
+    assert sorted(started[:2]) == ["seed-0", "seed-1"] and len(started) <= 3
+
+
+def _install_fake_pipeline() -> None:
+    """The worker initializer of the process test: the child's pipeline writes what a
+    finished run leaves, and records its torch thread count."""
+    import torch
+
+    def fake(s: TrainSettings, *, resume: bool = False, log: Any = print) -> None:
+        out = Path(s.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"settings": s.to_json()}))
+        log("trained")
+        summary = {"pid": os.getpid(), "threads": torch.get_num_threads()}
+        (out / "summary.json").write_text(json.dumps(summary))
+
+    torch.set_num_threads(reproduce.worker_threads(2))
+    reproduce.run_pipeline = fake  # type: ignore[assignment]
+
+
+def test_jobs_run_in_spawned_worker_processes_with_a_share_of_the_cores(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    r = ReproduceSettings(games=("auction",), seeds=2, quick=True, out=str(tmp_path / "r"), jobs=2)
+
+    def pool(n: int) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(n, mp_context=ctx, initializer=_install_fake_pipeline)
+
+    run_reproduce(r, log=lambda m: None, executor=pool)
+    summaries = [
+        json.loads((tmp_path / "r" / "auction" / f"seed-{k}" / "summary.json").read_text())
+        for k in range(2)
+    ]
+    assert all(s["pid"] != os.getpid() for s in summaries)
+    assert all(s["threads"] == reproduce.worker_threads(2) for s in summaries)
+
+
+def test_worker_threads_share_the_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert reproduce.worker_threads(1) == cores
+    assert reproduce.worker_threads(cores) == 1
+    assert reproduce.worker_threads(4 * cores) == 1
+    with pytest.raises(ReproduceError, match="--jobs"):
+        ReproduceSettings(jobs=0)

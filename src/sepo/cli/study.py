@@ -35,6 +35,14 @@ def reproduce(
     report: Annotated[
         bool, typer.Option(help="Write the report into OUT/report when the plan is done.")
     ] = True,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Runs at a time, each in its own process with an even share of the cores.",
+        ),
+    ] = 1,
 ) -> None:
     """Tiny model → SFT → SEPO and its reward_only control, per game and seed; the IPD
     mechanism study; then the report. Rerunning finishes what is missing and redoes nothing."""
@@ -47,6 +55,7 @@ def reproduce(
         mechanism=mechanism,
         joint=joint,
         out=str(out),
+        jobs=jobs,
     )
     check_folder(settings)
     started = time.time()

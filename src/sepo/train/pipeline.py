@@ -50,7 +50,7 @@ from sepo.train.evaluation import (
     ipd_worst_case,
 )
 from sepo.train.grpo import GRPOSettings, checkpoints, latest_checkpoint, run_finished, run_grpo
-from sepo.train.runtime import library_versions
+from sepo.train.runtime import library_versions, torch_threads
 from sepo.train.settings import (
     ARMS,
     Log,
@@ -210,6 +210,9 @@ def _run_pipeline(s: TrainSettings, *, resume: bool, log: Log) -> dict[str, Any]
                 "settings": s.to_json(),
                 "python": platform.python_version(),
                 "versions": library_versions(),
+                # Torch's CPU kernels may round differently with another number of
+                # threads, so the run's numbers are those of this count on this machine.
+                "torch_threads": torch_threads(),
             },
         )
 

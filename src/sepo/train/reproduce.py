@@ -31,9 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,9 @@ class ReproduceSettings:
     joint: bool = False
     """The multi-game arm (:data:`JOINT_GAMES`)."""
     out: str = "runs/reproduce"
+    jobs: int = 1
+    """Runs at a time, each in its own process with an even share of the cores. Not part
+    of the plan: a folder may be finished with another number of jobs."""
 
     def __post_init__(self) -> None:
         known = domain_names()
@@ -79,6 +86,8 @@ class ReproduceSettings:
             raise ReproduceError("--games names a game twice")
         if not 1 <= self.seeds <= 20:
             raise ReproduceError(f"--seeds must be between 1 and 20, got {self.seeds}")
+        if not 1 <= self.jobs <= 64:
+            raise ReproduceError(f"--jobs must be between 1 and 64, got {self.jobs}")
 
     def plan(self) -> dict[str, Any]:
         """What the folder holds (its identity: an existing folder must hold this plan)."""
@@ -200,9 +209,16 @@ def _start_from_source(run: PlannedRun) -> None:
             shutil.copytree(src, dst)
 
 
-def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]:
+def run_reproduce(
+    r: ReproduceSettings,
+    *,
+    log: Log = print,
+    executor: Callable[[int], Executor] | None = None,
+) -> list[PlannedRun]:
     """Run (or finish) the plan; returns its runs. Each run is a ``sepo train`` run
-    directory, resumed where it stopped."""
+    directory, resumed where it stopped. With ``r.jobs`` > 1 the runs go to that many
+    worker processes (``executor(jobs)``, by default :func:`worker_pool`), each started as
+    soon as a worker is free and the run it starts from has finished."""
     check_folder(r)
     out = Path(r.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,28 +230,113 @@ def run_reproduce(r: ReproduceSettings, *, log: Log = print) -> list[PlannedRun]
         json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     )
     runs = planned_runs(r)
+    todo: list[tuple[str, PlannedRun]] = []
     for k, run in enumerate(runs, 1):
-        rel = str(run.folder.relative_to(out))
+        tag = f"[{k}/{len(runs)}] {run.folder.relative_to(out)}"
         if finished(run):
-            log(f"[{k}/{len(runs)}] {rel}: finished, skipped")
+            log(f"{tag}: finished, skipped")
             _complete(run, log=lambda m: log(f"  {m}"))
-            continue
-        log(f"[{k}/{len(runs)}] {rel}")
-        started = time.time()
-        resume = run_settings(run.folder) is not None
-        if resume:
-            existing = run_settings(run.folder)
-            if existing != run.settings:
-                raise ReproduceError(f"{run.folder} was started with other settings")
-        if run.source is not None:
-            if not finished_source(run.source):
-                raise ReproduceError(f"{run.source} has not finished; it should have run first")
-            run.folder.mkdir(parents=True, exist_ok=True)
-            _start_from_source(run)
-        run_pipeline(run.settings, resume=resume, log=lambda m: log(f"  {m}"))
-        timings[rel] = round(timings.get(rel, 0.0) + time.time() - started, 1)
+        else:
+            todo.append((tag, run))
+
+    def record(run: PlannedRun, seconds: float) -> None:
+        rel = str(run.folder.relative_to(out))
+        timings[rel] = round(timings.get(rel, 0.0) + seconds, 1)
         write_json_atomic(timings_file, timings)
+
+    if r.jobs == 1:
+        for tag, run in todo:
+            log(tag)
+            record(run, run_one(run, log=lambda m: log(f"  {m}")))
+    elif todo:
+        _run_parallel(todo, r.jobs, (executor or worker_pool)(r.jobs), record, log)
     return runs
+
+
+def run_one(run: PlannedRun, *, log: Log) -> float:
+    """Run or resume one planned run; returns the seconds it took."""
+    started = time.time()
+    existing = run_settings(run.folder)
+    if existing is not None and existing != run.settings:
+        raise ReproduceError(f"{run.folder} was started with other settings")
+    if run.source is not None:
+        if not finished_source(run.source):
+            raise ReproduceError(f"{run.source} has not finished; it should have run first")
+        run.folder.mkdir(parents=True, exist_ok=True)
+        _start_from_source(run)
+    run_pipeline(run.settings, resume=existing is not None, log=log)
+    return time.time() - started
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads per worker: this process's cores shared evenly, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs)
+
+
+def worker_pool(jobs: int) -> Executor:
+    """``jobs`` fresh (spawned) processes, each with :func:`worker_threads` torch threads,
+    so that the workers do not oversubscribe the cores between them."""
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(worker_threads(jobs),),
+    )
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(run: PlannedRun, tag: str) -> float:
+    return run_one(run, log=lambda m: print(f"  {tag}: {m}", file=sys.stderr, flush=True))
+
+
+def _run_parallel(
+    todo: list[tuple[str, PlannedRun]],
+    jobs: int,
+    pool: Executor,
+    record: Callable[[PlannedRun, float], None],
+    log: Log,
+) -> None:
+    """Keep ``jobs`` runs going, in plan order, a mechanism run only once its source has
+    finished. The first run to fail stops the plan: nothing new starts, the runs already
+    going finish (each is resumable either way), and its error is raised."""
+    waiting = list(todo)
+    going: dict[Future[float], tuple[str, PlannedRun]] = {}
+    failure: BaseException | None = None
+    with pool:
+        while (waiting and failure is None) or going:
+            scheduled = {run.folder for _, run in waiting} | {
+                run.folder for _, run in going.values()
+            }
+            for item in list(waiting):
+                if failure is not None or len(going) >= jobs:
+                    break
+                tag, run = item
+                if run.source is not None and run.source in scheduled:
+                    continue  # its source is still to run
+                waiting.remove(item)
+                log(f"{tag}: started")
+                going[pool.submit(_run_in_worker, run, tag)] = item
+            if not going:
+                break
+            done, _ = wait(going, return_when=FIRST_COMPLETED)
+            for future in done:
+                tag, run = going.pop(future)
+                try:
+                    seconds = future.result()
+                except BaseException as exc:  # re-raised once the others finish
+                    log(f"{tag}: failed")
+                    failure = failure or exc
+                    continue
+                record(run, seconds)
+                log(f"{tag}: finished in {seconds:.0f} s")
+    if failure is not None:
+        raise failure
 
 
 def _complete(run: PlannedRun, log: Log) -> None:

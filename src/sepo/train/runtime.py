@@ -46,6 +46,13 @@ def checkpointing_option(config_class: type, enabled: bool) -> dict[str, bool]:
     return {key: enabled}
 
 
+def torch_threads() -> int:
+    """The CPU threads torch computes with in this process (recorded with every run)."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of sepo and the training libraries (recorded with every run)."""
     import importlib.metadata as md
