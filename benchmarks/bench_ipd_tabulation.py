@@ -16,7 +16,10 @@ many histories the faster side still rescored.
 Not a test. Run from the repository root::
 
     PYTHONPATH=src python benchmarks/bench_ipd_tabulation.py --model DIR [--rounds 8]
-        [--temperature 0.8] [--batch 32] [--threads 2]
+        [--temperature 0.8] [--batch 32] [--versus-batch N] [--threads 2]
+
+``--versus-batch N`` compares two batch sizes instead, both from the generation (the
+first side is ``--batch``).
 
 ``--model``: a tiny or transformers model folder (e.g. ``RUN/sft/model`` of a
 ``sepo train --game ipd`` run: an SFT'd policy writes the short templated answers the
@@ -46,6 +49,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--versus-batch",
+        type=int,
+        default=None,
+        help="compare from-generation at --batch with from-generation at this batch instead",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -59,7 +68,13 @@ def main() -> None:
             model = build_default_model(Path(tmp) / "tiny", seed=0)
         game = make_game("ipd", rounds=args.rounds)
         sides = {}
-        for label, from_generation in (("rescored", False), ("from generation", True)):
+        plan = [("rescored", False, args.batch), ("from generation", True, args.batch)]
+        if args.versus_batch is not None:
+            plan = [
+                (f"batch {args.batch}", True, args.batch),
+                (f"batch {args.versus_batch}", True, args.versus_batch),
+            ]
+        for label, from_generation, batch in plan:
             sampling = SamplingConfig()
             if args.max_new_tokens is not None:
                 sampling = SamplingConfig(max_new_tokens=args.max_new_tokens)
@@ -69,7 +84,7 @@ def main() -> None:
                 policy,
                 args.temperature,
                 game=game,
-                batch=args.batch,
+                batch=batch,
                 from_generation=from_generation,
             )
             seconds = time.perf_counter() - started
@@ -90,7 +105,7 @@ def main() -> None:
             f"| {worst:.6f} |"
         )
     print(f"speed-up {slow_s / fast_s:.2f}x; largest |ΔP(C)| {gap:.2e}")
-    print(f"rescored sequences: {slow_scored} before, {fast_scored} after")
+    print(f"rescored sequences: {slow_scored} (first side), {fast_scored} (second)")
 
 
 if __name__ == "__main__":

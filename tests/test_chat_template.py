@@ -153,3 +153,21 @@ def test_a_model_folder_whose_template_loops_is_one_line_and_writes_nothing(
     assert "Traceback" not in result.output
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert after == before
+
+
+def test_only_the_embedded_tiny_template_renders_without_the_count() -> None:
+    """sepo's own template (one pass over the messages) skips the step count, which
+    costs more than the rendering; any other template, even one character away, is
+    counted."""
+    import functools
+
+    from sepo.policies.chat_template import bounded_render
+    from sepo.policies.tiny import TINY_CHAT_TEMPLATE
+
+    ours = TemplateTokenizer(TINY_CHAT_TEMPLATE)
+    ours.chat_template = TINY_CHAT_TEMPLATE  # type: ignore[attr-defined]
+    assert not isinstance(ChatTemplate(ours)._render_with, functools.partial)
+    theirs = TemplateTokenizer(TINY_CHAT_TEMPLATE + " ")
+    theirs.chat_template = TINY_CHAT_TEMPLATE + " "  # type: ignore[attr-defined]
+    render = ChatTemplate(theirs)._render_with
+    assert isinstance(render, functools.partial) and render.func is bounded_render

@@ -153,3 +153,41 @@ def test_smollm2_main_job_with_lora_sft_and_lora_grpo_and_its_checkpoint_played_
     )
     assert played.exit_code == 0, played.output
     assert (tmp_path / "played" / "metrics.json").is_file()
+
+
+def test_smollm2s_prompts_tokenized_piece_by_piece_are_the_tokenizers(smollm2: Path) -> None:
+    """The prompt encoder's piece cache (``SegmentCache``) applies to SmolLM2's byte-level
+    tokenizer, and gives its ids on templated game conversations and on random text
+    around its 17 added tokens."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from sepo.policies.chat_template import ChatTemplate
+    from sepo.rollout.engine import sample_chance, turn_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2))
+    template = ChatTemplate(tokenizer)
+    assert template._segments is not None
+
+    def whole(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    for name in ("ipd", "auction", "negotiation", "negotiation_v2", "kuhn"):
+        game = make_game(name)
+        state = game.new_state()
+        sample_chance(state, random.Random(name))
+        messages = list(turn_messages(game, state.view(0), 0, first=True))
+        for k in range(6):
+            text = template.render(messages)
+            assert template.encode(text) == whole(text)
+            messages += [
+                {"role": "assistant", "content": f"Thinking, round {k}.\nMy move."},
+                {"role": "user", "content": f"Round {k + 1}: the opponent answered.  \n"},
+            ]
+    added = [t.content for t in tokenizer._tokenizer.get_added_tokens_decoder().values()]
+    rng = random.Random(0)
+    pieces = [*added, "<|im", "_end|>", " ", "\n", "\n\n", "Hi", " there", "€", "123", "'ll"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        assert template.encode(text) == whole(text), repr(text)

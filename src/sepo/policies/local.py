@@ -516,7 +516,7 @@ class LocalModelPolicy(ScoringMixin):
         full_text = self.render_prompt(
             [*messages, {"role": "assistant", "content": text}], add_generation_prompt=False
         )
-        full = list(self.tokenizer(full_text, add_special_tokens=False)["input_ids"])
+        full = self.template.encode(full_text)
         stop = set(self.stop_ids)
         if full[: len(prompt)] == prompt:
             tail = full[len(prompt) :]
