@@ -19,7 +19,9 @@ Not a test. Run from the repository root::
         [--temperature 0.8] [--batch 32] [--versus-batch N] [--threads 2]
 
 ``--versus-batch N`` compares two batch sizes instead, both from the generation (the
-first side is ``--batch``).
+first side is ``--batch``); ``--baseline-src DIR`` compares another checkout of sepo (a
+``git worktree`` of an earlier commit, run in a subprocess) with this one, both from the
+generation at ``--batch``.
 
 ``--model``: a tiny or transformers model folder (e.g. ``RUN/sft/model`` of a
 ``sepo train --game ipd`` run: an SFT'd policy writes the short templated answers the
@@ -31,16 +33,56 @@ game (Σ 4^k histories).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from sepo.exact.ipd import ipd_exploitability
+from sepo.exact.ipd import IPDTableStrategy, ipd_exploitability
 from sepo.games import make_game
 from sepo.policies.extract_ipd import extract_ipd_tree
 from sepo.policies.local import LocalModelPolicy
 from sepo.policies.tiny import build_default_model
 from sepo.rollout.protocol import SamplingConfig
+
+_ELSEWHERE = """
+import json, sys, time
+import torch
+from sepo.games import make_game
+from sepo.policies.extract_ipd import extract_ipd_tree
+from sepo.policies.local import LocalModelPolicy
+from sepo.rollout.protocol import SamplingConfig
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
+sampling = SamplingConfig(**({"max_new_tokens": a["max_new_tokens"]} if a["max_new_tokens"] else {}))
+policy = LocalModelPolicy.load(a["model"], device="cpu", sampling=sampling)
+started = time.perf_counter()
+table = extract_ipd_tree(policy, a["temperature"], game=make_game("ipd", rounds=a["rounds"]),
+                         batch=a["batch"])
+seconds = time.perf_counter() - started
+scored = policy.stats.counts.get("local/scored_sequences", 0)
+print(json.dumps({"seconds": seconds, "scored": scored, "cooperate": table.cooperate}))
+"""
+
+
+def _tabulate_elsewhere(args: argparse.Namespace, model: Path) -> tuple[Any, float, int]:
+    """The same tabulation by the sepo source at ``--baseline-src`` (a subprocess)."""
+    settings = {
+        "model": str(model), "threads": args.threads, "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature, "rounds": args.rounds, "batch": args.batch,
+    }  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(args.baseline_src / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", _ELSEWHERE, json.dumps(settings)],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    table = IPDTableStrategy("baseline", args.rounds, result["cooperate"])
+    return table, float(result["seconds"]), int(result["scored"])
 
 
 def main() -> None:
@@ -54,6 +96,13 @@ def main() -> None:
         type=int,
         default=None,
         help="compare from-generation at --batch with from-generation at this batch instead",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="compare from-generation with the sepo source in this folder (its src/) against "
+        "this checkout's, both from the generation at --batch",
     )
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
@@ -74,6 +123,9 @@ def main() -> None:
                 (f"batch {args.batch}", True, args.batch),
                 (f"batch {args.versus_batch}", True, args.versus_batch),
             ]
+        if args.baseline_src is not None:
+            plan = [("this checkout", True, args.batch)]
+            sides["baseline"] = _tabulate_elsewhere(args, model)
         for label, from_generation, batch in plan:
             sampling = SamplingConfig()
             if args.max_new_tokens is not None:
@@ -92,6 +144,8 @@ def main() -> None:
             sides[label] = (table, seconds, scored)
             del policy
 
+    if args.baseline_src is not None:
+        sides = {f"baseline ({args.baseline_src})": sides.pop("baseline"), **sides}
     (slow, slow_s, slow_scored), (fast, fast_s, fast_scored) = sides.values()
     histories = len(slow.cooperate)
     gap = max(abs(slow.cooperate[k] - fast.cooperate[k]) for k in slow.cooperate)
